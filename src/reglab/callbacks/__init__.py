@@ -1,0 +1,5 @@
+"""Callbacks that act on training; one per file, each driven by one config group."""
+
+from reglab.callbacks.history import EpochHistory
+
+__all__ = ["EpochHistory"]

@@ -1,0 +1,18 @@
+"""LightningDataModules over in-memory tensors: digits, moons, function, regression, idx, volumes."""
+
+from reglab.data.base import TensorDataModule
+from reglab.data.digits import DigitsDataModule
+from reglab.data.idx import IdxDataModule, read_idx
+from reglab.data.synthetic import FunctionDataModule, MoonsDataModule, RegressionDataModule
+from reglab.data.volumes import VolumesDataModule
+
+__all__ = [
+    "DigitsDataModule",
+    "FunctionDataModule",
+    "IdxDataModule",
+    "MoonsDataModule",
+    "RegressionDataModule",
+    "TensorDataModule",
+    "VolumesDataModule",
+    "read_idx",
+]

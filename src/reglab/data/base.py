@@ -1,0 +1,165 @@
+"""The base of every reglab data set: arrays in memory, seeded splits, train-only standardization.
+
+Subclasses implement `load_arrays` and set `task`; the base class splits, standardizes, moves the
+tensors to the training device once in `setup`, and serves `TensorBatchLoader` batches.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+import lightning as L
+import numpy as np
+import torch
+from sklearn.model_selection import train_test_split
+
+from reglab.data.loader import TensorBatchLoader
+from reglab.errors import ConfigError
+
+TASKS = ("classification", "regression")
+
+
+@dataclass
+class Split:
+    """Inputs and targets of one split."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+
+
+class TensorDataModule(L.LightningDataModule):
+    """In-memory LightningDataModule exposing `input_shape`, `task` and `num_classes`."""
+
+    task: str = "classification"
+
+    def __init__(
+        self,
+        batch_size: int = 64,
+        val_fraction: float = 0.2,
+        test_fraction: float = 0.2,
+        split_seed: int = 0,
+        standardize: bool = True,
+        standardize_target: bool = True,
+        shuffle_seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ConfigError("data.batch_size", f"must be a positive integer, got {batch_size!r}")
+        for key, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
+            if not 0 < value < 1:
+                raise ConfigError(f"data.{key}", f"must be in (0, 1), got {value!r}")
+        if val_fraction + test_fraction >= 1:
+            raise ConfigError("data.val_fraction", "val_fraction + test_fraction must be < 1")
+        self.batch_size = batch_size
+        self.val_fraction, self.test_fraction = val_fraction, test_fraction
+        self.split_seed = split_seed
+        self.standardize = standardize
+        self.standardize_target = standardize_target
+        self.shuffle_seed = shuffle_seed
+        self._loaders: dict[str, TensorBatchLoader] = {}
+
+    # --- what subclasses provide -------------------------------------------------------------
+    def load_arrays(self) -> tuple[np.ndarray, np.ndarray] | dict[str, tuple[np.ndarray, np.ndarray]]:
+        """All samples as (x, y), or a dict with 'train' and 'test' when the source splits them."""
+        raise NotImplementedError
+
+    # --- what the rest of reglab reads --------------------------------------------------------
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """Shape of one input sample (no batch dimension)."""
+        return tuple(self.splits["train"].x.shape[1:])
+
+    @property
+    def num_classes(self) -> int | None:
+        """Number of classes for classification, None for regression."""
+        if self.task != "classification":
+            return None
+        return int(max(int(s.y.max()) for s in self.splits.values())) + 1
+
+    @property
+    def num_outputs(self) -> int:
+        """Width of the net's output: classes, or target dimensions."""
+        if self.task == "classification":
+            return int(self.num_classes)
+        return int(self.splits["train"].y.shape[1])
+
+    @cached_property
+    def splits(self) -> dict[str, Split]:
+        """Seeded train/val/test splits, standardized with statistics of the training split."""
+        arrays = self.load_arrays()
+        raw = arrays if isinstance(arrays, dict) else {"all": arrays}
+        parts = self._split(raw)
+        x_train = parts["train"][0]
+        if self.standardize:
+            mean, std = _moments(x_train)
+            parts = {k: ((x - mean) / std, y) for k, (x, y) in parts.items()}
+        if self.task == "regression" and self.standardize_target:
+            mean, std = _moments(parts["train"][1])
+            parts = {k: (x, (y - mean) / std) for k, (x, y) in parts.items()}
+        return {k: Split(*self._to_tensors(x, y)) for k, (x, y) in parts.items()}
+
+    def _split(self, raw: dict) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        stratify = self.task == "classification"
+        if "all" in raw:
+            x, y = raw["all"]
+            x_rest, x_test, y_rest, y_test = train_test_split(
+                x, y, test_size=self.test_fraction, random_state=self.split_seed,
+                stratify=y if stratify else None,
+            )
+        else:
+            (x_rest, y_rest), (x_test, y_test) = raw["train"], raw["test"]
+        val_share = self.val_fraction / (1 - self.test_fraction) if "all" in raw else self.val_fraction
+        x_train, x_val, y_train, y_val = train_test_split(
+            x_rest, y_rest, test_size=val_share, random_state=self.split_seed,
+            stratify=y_rest if stratify else None,
+        )
+        return {"train": (x_train, y_train), "val": (x_val, y_val), "test": (x_test, y_test)}
+
+    def _to_tensors(self, x: np.ndarray, y: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        xt = torch.as_tensor(np.ascontiguousarray(x), dtype=torch.float32)
+        if self.task == "classification":
+            return xt, torch.as_tensor(y, dtype=torch.long)
+        yt = torch.as_tensor(y, dtype=torch.float32)
+        return xt, yt.reshape(len(yt), -1)
+
+    # --- Lightning hooks ----------------------------------------------------------------------
+    def setup(self, stage: str | None = None) -> None:
+        """Move the splits to the training device once and build this rank's loaders."""
+        trainer = self.trainer
+        device = trainer.strategy.root_device if trainer else torch.device("cpu")
+        rank, world = (trainer.global_rank, trainer.world_size) if trainer else (0, 1)
+        for name, split in self.splits.items():
+            self._loaders[name] = TensorBatchLoader(
+                split.x.to(device), split.y.to(device), self.batch_size,
+                shuffle=name == "train", seed=self.shuffle_seed, rank=rank, world_size=world,
+                drop_singleton=name == "train",
+            )
+
+    def train_dataloader(self) -> TensorBatchLoader:
+        """Shuffled training batches."""
+        return self._loader("train")
+
+    def val_dataloader(self) -> TensorBatchLoader:
+        """Validation batches in fixed order."""
+        return self._loader("val")
+
+    def test_dataloader(self) -> TensorBatchLoader:
+        """Test batches in fixed order."""
+        return self._loader("test")
+
+    def predict_dataloader(self) -> TensorBatchLoader:
+        """Prediction over the test split."""
+        return self._loader("test")
+
+    def _loader(self, name: str) -> TensorBatchLoader:
+        if name not in self._loaders:
+            self.setup()
+        return self._loaders[name]
+
+
+def _moments(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-feature mean and std over the first axis; constant features get std 1."""
+    mean = a.mean(axis=0, keepdims=True)
+    std = a.std(axis=0, keepdims=True)
+    return mean, np.where(std > 1e-8, std, 1.0)

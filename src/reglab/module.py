@@ -1,0 +1,160 @@
+"""The one LightningModule: a net from the layer catalogue + a task (classification/regression).
+
+Metrics are torchmetrics objects updated every step and logged once per epoch (per-step logging
+costs about 0.4 ms a step, so it is opt-in with `log_every_step`). All constructor arguments are
+plain containers, so `RegLabModule.load_from_checkpoint(path)` rebuilds the same net.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from hydra.utils import get_class
+from torch import nn
+from torchmetrics import MeanMetric, MetricCollection
+from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
+from torchmetrics.regression import MeanAbsoluteError, MeanSquaredError, R2Score
+
+from reglab.data.base import TASKS
+from reglab.errors import ConfigError
+from reglab.nn import build_net
+
+STAGES = ("train", "val", "test")
+
+
+class RegLabModule(L.LightningModule):
+    """Net + loss + metrics + optimizer/scheduler built from plain config dicts."""
+
+    def __init__(
+        self,
+        model: dict,
+        input_shape: list[int],
+        num_outputs: int,
+        task: str = "classification",
+        optimizer: dict | None = None,
+        scheduler: dict | None = None,
+        monitor: str = "val/loss",
+        log_every_step: bool = False,
+    ) -> None:
+        super().__init__()
+        if task not in TASKS:
+            raise ConfigError("data.task", f"unknown task {task!r}; valid: {', '.join(TASKS)}")
+        self.save_hyperparameters()
+        self.net = build_net(model, input_shape, num_outputs)
+        self.task = task
+        self.log_every_step = log_every_step
+        template = _metrics(task, num_outputs)
+        # Keyed "<stage>_" because nn.Module already has an attribute named `train`.
+        self.losses = nn.ModuleDict({f"{stage}_": MeanMetric() for stage in STAGES})
+        self.metrics = nn.ModuleDict(
+            {f"{stage}_": template.clone(prefix=f"{stage}/") for stage in STAGES}
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Raw net outputs: logits for classification, predictions for regression."""
+        return self.net(x)
+
+    def loss(self, outputs: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy (hard or soft targets) or mean squared error."""
+        if self.task == "classification":
+            return F.cross_entropy(outputs, y)
+        return F.mse_loss(outputs, y)
+
+    def _step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
+        x, y = batch
+        outputs = self(x)
+        loss = self.loss(outputs, y)
+        self.losses[f"{stage}_"].update(loss.detach(), weight=len(x))
+        if y.dtype.is_floating_point and self.task == "classification":
+            y = y.argmax(dim=1)  # soft targets (mixup/cutmix): score against the dominant class
+        self.metrics[f"{stage}_"].update(_for_metrics(outputs.detach(), self.task), _for_metrics(y, self.task))
+        if self.log_every_step and stage == "train":
+            self.log("train/loss_step", loss.detach(), on_step=True, on_epoch=False)
+        return loss
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        """Loss of one training batch (regularization callbacks act on its gradients)."""
+        return self._step(batch, "train")
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        """Update validation loss and metrics."""
+        self._step(batch, "val")
+
+    def test_step(self, batch: Any, batch_idx: int) -> None:
+        """Update test loss and metrics."""
+        self._step(batch, "test")
+
+    def predict_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        """Class probabilities, or regression outputs."""
+        outputs = self(batch[0] if isinstance(batch, (tuple, list)) else batch)
+        return outputs.softmax(dim=-1) if self.task == "classification" else outputs
+
+    def _log_epoch(self, stage: str) -> None:
+        self.log(f"{stage}/loss", self.losses[f"{stage}_"], prog_bar=stage == "val")
+        self.log_dict(self.metrics[f"{stage}_"], prog_bar=stage == "val")
+
+    def on_train_epoch_end(self) -> None:
+        """Log the epoch's training loss and metrics."""
+        self._log_epoch("train")
+
+    def on_validation_epoch_end(self) -> None:
+        """Log the epoch's validation loss and metrics."""
+        self._log_epoch("val")
+
+    def on_test_epoch_end(self) -> None:
+        """Log test loss and metrics."""
+        self._log_epoch("test")
+
+    def configure_optimizers(self) -> Any:
+        """Optimizer with decoupled weight decay on weights (ndim > 1) only, and a scheduler."""
+        config = dict(self.hparams.optimizer or {"_target_": "torch.optim.Adam", "lr": 1e-3})
+        optimizer_cls = get_class(config.pop("_target_"))
+        weight_decay = config.pop("weight_decay", 0.0)
+        optimizer = optimizer_cls(_parameter_groups(self.net, weight_decay), **config)
+        scheduler_config = dict(self.hparams.scheduler or {})
+        if not scheduler_config:
+            return optimizer
+        interval = scheduler_config.pop("interval", "epoch")
+        scheduler = get_class(scheduler_config.pop("_target_"))(optimizer, **scheduler_config)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "monitor": self.hparams.monitor, "interval": interval},
+        }
+
+
+def _parameter_groups(net: nn.Module, weight_decay: float) -> list[dict]:
+    """Weights (ndim > 1) decay; biases and normalization parameters do not."""
+    decay = [p for p in net.parameters() if p.requires_grad and p.ndim > 1]
+    no_decay = [p for p in net.parameters() if p.requires_grad and p.ndim <= 1]
+    groups = [{"params": decay, "weight_decay": weight_decay}]
+    if no_decay:
+        groups.append({"params": no_decay, "weight_decay": 0.0})
+    return groups
+
+
+def _metrics(task: str, num_outputs: int) -> MetricCollection:
+    if task == "classification":
+        return MetricCollection(
+            {
+                "acc": MulticlassAccuracy(num_classes=num_outputs, average="micro"),
+                "f1": MulticlassF1Score(num_classes=num_outputs, average="macro"),
+            }
+        )
+    return MetricCollection(
+        {
+            # MSE/MAE average over every output; R2 averages per-output scores.
+            "mse": MeanSquaredError(),
+            "mae": MeanAbsoluteError(),
+            "r2": R2Score(multioutput="uniform_average"),
+        }
+    )
+
+
+def _for_metrics(t: torch.Tensor, task: str) -> torch.Tensor:
+    # Single-output regression metrics want (N,), not (N, 1).
+    if task == "regression" and t.ndim == 2 and t.shape[1] == 1:
+        return t.squeeze(1)
+    return t

@@ -1,0 +1,80 @@
+"""The catalogue: every layer the seed notes document, registered by short name.
+
+Each entry says which constructor arguments can be read off the input shape (without the batch
+dimension): e.g. `linear` infers `in_features` from the last dimension, `conv2d` infers
+`in_channels` from the first.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from reglab.nn.registry import Shape, register_layer
+
+
+def _features_last(shape: Shape) -> dict:
+    return {"in_features": shape[-1]}
+
+
+def _channels_first(shape: Shape) -> dict:
+    return {"in_channels": shape[0]}
+
+
+def _num_features(shape: Shape) -> dict:
+    return {"num_features": shape[0]}
+
+
+def _normalized_shape(shape: Shape) -> dict:
+    # LayerNorm over every non-batch dimension: (F,) for features, (C, H, W) for images.
+    return {"normalized_shape": list(shape)}
+
+
+def _group_norm(shape: Shape) -> dict:
+    channels = shape[0]
+    # Default: the largest of 8/4/2 groups that divides the channels and is not one per channel.
+    groups = next((g for g in (8, 4, 2) if channels % g == 0 and g < channels), 1)
+    return {"num_channels": channels, "num_groups": groups}
+
+
+# linear
+register_layer("linear", nn.Linear, _features_last)
+register_layer("flatten", nn.Flatten)
+register_layer("identity", nn.Identity)
+# convolution and pooling
+register_layer("conv2d", nn.Conv2d, _channels_first)
+register_layer("conv3d", nn.Conv3d, _channels_first)
+register_layer("max_pool2d", nn.MaxPool2d)
+register_layer("avg_pool2d", nn.AvgPool2d)
+register_layer("adaptive_avg_pool2d", nn.AdaptiveAvgPool2d)
+register_layer("max_pool3d", nn.MaxPool3d)
+register_layer("adaptive_avg_pool3d", nn.AdaptiveAvgPool3d)
+# normalization
+register_layer("batch_norm1d", nn.BatchNorm1d, _num_features)
+register_layer("batch_norm2d", nn.BatchNorm2d, _num_features)
+register_layer("batch_norm3d", nn.BatchNorm3d, _num_features)
+register_layer("layer_norm", nn.LayerNorm, _normalized_shape)
+register_layer("instance_norm2d", nn.InstanceNorm2d, _num_features)
+register_layer("group_norm", nn.GroupNorm, _group_norm)
+# dropout
+register_layer("dropout", nn.Dropout)
+register_layer("dropout2d", nn.Dropout2d)
+register_layer("dropout3d", nn.Dropout3d)
+register_layer("alpha_dropout", nn.AlphaDropout)
+# activations (Swish lives in activations.py, the gated block in gated.py)
+register_layer("relu", nn.ReLU)
+register_layer("relu6", nn.ReLU6)
+register_layer("leaky_relu", nn.LeakyReLU)
+register_layer("prelu", nn.PReLU)
+register_layer("elu", nn.ELU)
+register_layer("selu", nn.SELU)
+register_layer("gelu", nn.GELU)
+register_layer("silu", nn.SiLU)
+register_layer("mish", nn.Mish)
+register_layer("softplus", nn.Softplus)
+register_layer("sigmoid", nn.Sigmoid)
+register_layer("log_sigmoid", nn.LogSigmoid)
+register_layer("tanh", nn.Tanh)
+register_layer("hardtanh", nn.Hardtanh)
+register_layer("softmax", nn.Softmax)
+register_layer("log_softmax", nn.LogSoftmax)
+register_layer("softmax2d", nn.Softmax2d)

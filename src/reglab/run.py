@@ -1,0 +1,158 @@
+"""One experiment, top to bottom: config -> data -> net -> callbacks -> fit -> test -> metrics.json."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from lightning.pytorch.utilities import rank_zero_only
+from omegaconf import DictConfig, OmegaConf
+
+import reglab
+from reglab.callbacks import EpochHistory
+from reglab.config import print_config, validate
+from reglab.errors import ConfigError
+from reglab.module import RegLabModule
+
+
+def train(cfg: DictConfig) -> float | None:
+    """Run one experiment from a composed config; return the value of `optimized_metric`."""
+    started = time.perf_counter()
+    validate(cfg)
+    if cfg.get("print_config", True):
+        print_config(cfg)
+    L.seed_everything(cfg.seed, workers=True)
+
+    datamodule = instantiate(cfg.data)
+    model = RegLabModule(
+        model=_plain(cfg.model),
+        input_shape=list(datamodule.input_shape),
+        num_outputs=datamodule.num_outputs,
+        task=datamodule.task,
+        optimizer=_plain(cfg.optimizer),
+        scheduler=_plain(cfg.get("scheduler")),
+        monitor=cfg.monitor,
+    )
+    history = EpochHistory()
+    callbacks = [history, *_instantiate_all(cfg.get("callbacks"))]
+    loggers = _instantiate_all(cfg.get("logger"))
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+
+    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    # Freeze the history now: testing on a checkpoint restores callback states, this one included.
+    history = history.frozen()
+    best_checkpoint = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+    test = trainer.test(model, datamodule=datamodule, ckpt_path=best_checkpoint or None, verbose=False)
+
+    summary = _summary(cfg, trainer, history, test[0] if test else {}, best_checkpoint, started)
+    if cfg.get("keep_outputs", True):
+        _write_outputs(cfg, trainer, summary)
+    else:
+        _remove_outputs(Path(cfg.paths.output_dir))
+    return _lookup(summary, cfg.get("optimized_metric"))
+
+
+def _plain(node: Any) -> Any:
+    """OmegaConf node -> plain dicts/lists (checkpoints reload with `weights_only=True`)."""
+    return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
+
+
+def _instantiate_all(group: DictConfig | None) -> list:
+    """Instantiate every entry of a `name: {_target_: ...}` mapping; null entries are skipped."""
+    if not group:
+        return []
+    return [instantiate(node) for node in group.values() if node and "_target_" in node]
+
+
+def _summary(
+    cfg: DictConfig,
+    trainer: L.Trainer,
+    history: EpochHistory,
+    test: dict[str, float],
+    best_checkpoint: str,
+    started: float,
+) -> dict[str, Any]:
+    mode = cfg.get("monitor_mode", "min")
+    best = history.best(cfg.monitor, mode)
+    return {
+        "status": "ok",
+        "task_name": cfg.task_name,
+        "seed": cfg.seed,
+        "monitor": cfg.monitor,
+        "monitor_mode": mode,
+        "best_epoch": best["epoch"] if best else None,
+        "epochs_run": len(history.epochs),
+        "wall_time_s": round(time.perf_counter() - started, 3),
+        "final": history.epochs[-1] if history.epochs else {},
+        "best": best or {},
+        "test": {name: float(value) for name, value in test.items()},
+        "best_checkpoint": best_checkpoint,
+        "versions": {
+            "reglab": reglab.__version__,
+            "torch": torch.__version__,
+            "lightning": L.__version__,
+        },
+        "config_digest": config_digest(cfg),
+        "history": history.epochs,
+    }
+
+
+def config_digest(cfg: DictConfig) -> str:
+    """SHA-256 of the resolved config without the per-run paths: equal configs, equal digests."""
+    plain = OmegaConf.to_container(cfg, resolve=True)
+    plain.pop("paths", None)
+    return hashlib.sha256(json.dumps(plain, sort_keys=True, default=str).encode()).hexdigest()
+
+
+@rank_zero_only
+def _write_outputs(cfg: DictConfig, trainer: L.Trainer, summary: dict[str, Any]) -> None:
+    output_dir = Path(cfg.paths.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    # Written last and atomically: a metrics.json is only ever a finished run's.
+    tmp = output_dir / "metrics.json.tmp"
+    tmp.write_text(json.dumps(summary, indent=2))
+    tmp.replace(output_dir / "metrics.json")
+    final_metrics = {**summary["test"], **{f"best/{k}": v for k, v in summary["best"].items()}}
+    for logger in trainer.loggers:
+        logger.log_hyperparams(_flat_params(cfg), metrics=final_metrics)
+        logger.finalize("success")
+    print(
+        f"reglab: {summary['epochs_run']} epochs in {summary['wall_time_s']:.1f}s, "
+        f"best epoch {summary['best_epoch']}, "
+        + ", ".join(f"{k}={v:.4f}" for k, v in summary["test"].items())
+        + f"; outputs in {output_dir}"
+    )
+
+
+@rank_zero_only
+def _remove_outputs(output_dir: Path) -> None:
+    shutil.rmtree(output_dir, ignore_errors=True)
+
+
+def _flat_params(cfg: DictConfig) -> dict[str, Any]:
+    plain = OmegaConf.to_container(cfg, resolve=True)
+    plain.pop("paths", None)
+    return plain
+
+
+def _lookup(summary: dict[str, Any], name: str | None) -> float | None:
+    """`best/val/loss` -> summary['best']['val/loss']; `test/acc` -> summary['test']['test/acc']."""
+    if not name:
+        return None
+    section, _, metric = name.partition("/")
+    if section in ("best", "final") and metric in summary[section]:
+        return summary[section][metric]
+    if name in summary["test"]:
+        return summary["test"][name]
+    raise ConfigError(
+        "optimized_metric",
+        f"{name!r} was not logged; available: "
+        + ", ".join([*(f"best/{k}" for k in summary["best"]), *summary["test"]]),
+    )

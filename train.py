@@ -1,0 +1,31 @@
+"""Train one experiment: `python train.py [group=option ...] [key=value ...]` (add -m to sweep)."""
+
+import sys
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+from reglab.cli import exit_on_unknown_group_options
+from reglab.errors import find_config_error
+from reglab.run import train
+
+CONF_DIR = Path(__file__).resolve().parent / "conf"
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    """Hydra entry point; a bad config value exits 2 with one line naming the key."""
+    try:
+        return train(cfg)
+    except Exception as error:
+        config_error = find_config_error(error)
+        if config_error is None:
+            raise
+        print(f"reglab: error: {config_error}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+if __name__ == "__main__":
+    exit_on_unknown_group_options(CONF_DIR)
+    main()

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.syntax import Syntax
 from rich.tree import Tree
-from lightning.pytorch.utilities import rank_zero_only
 
 from reglab.errors import ConfigError
 
@@ -23,7 +23,9 @@ def validate(cfg: DictConfig) -> None:
             "monitor_mode", f"got {cfg.get('monitor_mode')!r}; valid: {', '.join(MONITOR_MODES)}"
         )
     if not str(cfg.get("monitor", "")).startswith("val/"):
-        raise ConfigError("monitor", f"must be a validation metric (val/...), got {cfg.get('monitor')!r}")
+        raise ConfigError(
+            "monitor", f"must be a validation metric (val/...), got {cfg.get('monitor')!r}"
+        )
     for key in ("data", "model", "trainer"):
         if not cfg.get(key):
             raise ConfigError(key, "is missing; choose an option of that config group")

@@ -70,7 +70,9 @@ class RegLabModule(L.LightningModule):
         self.losses[f"{stage}_"].update(loss.detach(), weight=len(x))
         if y.dtype.is_floating_point and self.task == "classification":
             y = y.argmax(dim=1)  # soft targets (mixup/cutmix): score against the dominant class
-        self.metrics[f"{stage}_"].update(_for_metrics(outputs.detach(), self.task), _for_metrics(y, self.task))
+        self.metrics[f"{stage}_"].update(
+            _for_metrics(outputs.detach(), self.task), _for_metrics(y, self.task)
+        )
         if self.log_every_step and stage == "train":
             self.log("train/loss_step", loss.detach(), on_step=True, on_epoch=False)
         return loss
@@ -121,7 +123,11 @@ class RegLabModule(L.LightningModule):
         scheduler = get_class(scheduler_config.pop("_target_"))(optimizer, **scheduler_config)
         return {
             "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "monitor": self.hparams.monitor, "interval": interval},
+            "lr_scheduler": {
+                "scheduler": scheduler,
+                "monitor": self.hparams.monitor,
+                "interval": interval,
+            },
         }
 
 

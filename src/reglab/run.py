@@ -11,14 +11,16 @@ from typing import Any
 
 import lightning as L
 import torch
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
+from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 import reglab
 from reglab.callbacks import EpochHistory
 from reglab.config import print_config, validate
-from reglab.errors import ConfigError
+from reglab.errors import ConfigError, find_config_error
 from reglab.module import RegLabModule
 
 
@@ -30,7 +32,7 @@ def train(cfg: DictConfig) -> float | None:
         print_config(cfg)
     L.seed_everything(cfg.seed, workers=True)
 
-    datamodule = instantiate(cfg.data)
+    datamodule = _instantiate(cfg.data)
     model = RegLabModule(
         model=_plain(cfg.model),
         input_shape=list(datamodule.input_shape),
@@ -43,13 +45,17 @@ def train(cfg: DictConfig) -> float | None:
     history = EpochHistory()
     callbacks = [history, *_instantiate_all(cfg.get("callbacks"))]
     loggers = _instantiate_all(cfg.get("logger"))
-    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    trainer: L.Trainer = _instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
 
     trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     # Freeze the history now: testing on a checkpoint restores callback states, this one included.
     history = history.frozen()
-    best_checkpoint = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-    test = trainer.test(model, datamodule=datamodule, ckpt_path=best_checkpoint or None, verbose=False)
+    best_checkpoint = (
+        trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+    )
+    test = trainer.test(
+        model, datamodule=datamodule, ckpt_path=best_checkpoint or None, verbose=False
+    )
 
     summary = _summary(cfg, trainer, history, test[0] if test else {}, best_checkpoint, started)
     if cfg.get("keep_outputs", True):
@@ -64,11 +70,22 @@ def _plain(node: Any) -> Any:
     return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
 
 
+def _instantiate(node: DictConfig, **kwargs: Any) -> Any:
+    """`hydra.utils.instantiate`, re-raising a ConfigError that Hydra wrapped."""
+    try:
+        return instantiate(node, **kwargs)
+    except InstantiationException as error:
+        config_error = find_config_error(error)
+        if config_error is None:
+            raise
+        raise config_error from None
+
+
 def _instantiate_all(group: DictConfig | None) -> list:
     """Instantiate every entry of a `name: {_target_: ...}` mapping; null entries are skipped."""
     if not group:
         return []
-    return [instantiate(node) for node in group.values() if node and "_target_" in node]
+    return [_instantiate(node) for node in group.values() if node and "_target_" in node]
 
 
 def _summary(
@@ -105,9 +122,11 @@ def _summary(
 
 
 def config_digest(cfg: DictConfig) -> str:
-    """SHA-256 of the resolved config without the per-run paths: equal configs, equal digests."""
-    plain = OmegaConf.to_container(cfg, resolve=True)
-    plain.pop("paths", None)
+    """SHA-256 of the resolved config with the run's own paths blanked: equal configs, equal digests."""
+    neutral = cfg.copy()
+    for key in neutral.get("paths", {}):
+        neutral.paths[key] = f"<{key}>"
+    plain = OmegaConf.to_container(neutral, resolve=True)
     return hashlib.sha256(json.dumps(plain, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -121,7 +140,9 @@ def _write_outputs(cfg: DictConfig, trainer: L.Trainer, summary: dict[str, Any])
     tmp.replace(output_dir / "metrics.json")
     final_metrics = {**summary["test"], **{f"best/{k}": v for k, v in summary["best"].items()}}
     for logger in trainer.loggers:
-        logger.log_hyperparams(_flat_params(cfg), metrics=final_metrics)
+        if isinstance(logger, TensorBoardLogger):
+            # The hparams table: this run's config next to its final metrics.
+            logger.log_hyperparams(_flat_params(cfg), metrics=final_metrics)
         logger.finalize("success")
     print(
         f"reglab: {summary['epochs_run']} epochs in {summary['wall_time_s']:.1f}s, "

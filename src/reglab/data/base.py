@@ -60,7 +60,9 @@ class TensorDataModule(L.LightningDataModule):
         self._loaders: dict[str, TensorBatchLoader] = {}
 
     # --- what subclasses provide -------------------------------------------------------------
-    def load_arrays(self) -> tuple[np.ndarray, np.ndarray] | dict[str, tuple[np.ndarray, np.ndarray]]:
+    def load_arrays(
+        self,
+    ) -> tuple[np.ndarray, np.ndarray] | dict[str, tuple[np.ndarray, np.ndarray]]:
         """All samples as (x, y), or a dict with 'train' and 'test' when the source splits them."""
         raise NotImplementedError
 
@@ -104,14 +106,22 @@ class TensorDataModule(L.LightningDataModule):
         if "all" in raw:
             x, y = raw["all"]
             x_rest, x_test, y_rest, y_test = train_test_split(
-                x, y, test_size=self.test_fraction, random_state=self.split_seed,
+                x,
+                y,
+                test_size=self.test_fraction,
+                random_state=self.split_seed,
                 stratify=y if stratify else None,
             )
         else:
             (x_rest, y_rest), (x_test, y_test) = raw["train"], raw["test"]
-        val_share = self.val_fraction / (1 - self.test_fraction) if "all" in raw else self.val_fraction
+        val_share = (
+            self.val_fraction / (1 - self.test_fraction) if "all" in raw else self.val_fraction
+        )
         x_train, x_val, y_train, y_val = train_test_split(
-            x_rest, y_rest, test_size=val_share, random_state=self.split_seed,
+            x_rest,
+            y_rest,
+            test_size=val_share,
+            random_state=self.split_seed,
             stratify=y_rest if stratify else None,
         )
         return {"train": (x_train, y_train), "val": (x_val, y_val), "test": (x_test, y_test)}
@@ -131,8 +141,13 @@ class TensorDataModule(L.LightningDataModule):
         rank, world = (trainer.global_rank, trainer.world_size) if trainer else (0, 1)
         for name, split in self.splits.items():
             self._loaders[name] = TensorBatchLoader(
-                split.x.to(device), split.y.to(device), self.batch_size,
-                shuffle=name == "train", seed=self.shuffle_seed, rank=rank, world_size=world,
+                split.x.to(device),
+                split.y.to(device),
+                self.batch_size,
+                shuffle=name == "train",
+                seed=self.shuffle_seed,
+                rank=rank,
+                world_size=world,
                 drop_singleton=name == "train",
             )
 

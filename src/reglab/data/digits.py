@@ -18,7 +18,9 @@ class DigitsDataModule(TensorDataModule):
 
     def __init__(self, layout: str = "image", **kwargs) -> None:
         if layout not in LAYOUTS:
-            raise ConfigError("data.layout", f"unknown layout {layout!r}; valid: {', '.join(LAYOUTS)}")
+            raise ConfigError(
+                "data.layout", f"unknown layout {layout!r}; valid: {', '.join(LAYOUTS)}"
+            )
         super().__init__(**kwargs)
         self.layout = layout
 

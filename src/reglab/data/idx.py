@@ -34,7 +34,10 @@ class IdxDataModule(TensorDataModule):
     task = "classification"
 
     def __init__(
-        self, path: str | None = None, train_prefix: str = "train", test_prefix: str = "t10k",
+        self,
+        path: str | None = None,
+        train_prefix: str = "train",
+        test_prefix: str = "t10k",
         **kwargs,
     ) -> None:
         if not path:
@@ -61,7 +64,9 @@ class IdxDataModule(TensorDataModule):
         images = read_idx(self._find(prefix, "images", "idx3"))
         labels = read_idx(self._find(prefix, "labels", "idx1"))
         if len(images) != len(labels):
-            raise ConfigError("data.path", f"{prefix}: {len(images)} images but {len(labels)} labels")
+            raise ConfigError(
+                "data.path", f"{prefix}: {len(images)} images but {len(labels)} labels"
+            )
         return images[:, None].astype(np.float32) / 255.0, labels.astype(np.int64)
 
     def load_arrays(self) -> tuple[np.ndarray, np.ndarray] | dict:

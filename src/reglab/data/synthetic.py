@@ -69,8 +69,12 @@ class RegressionDataModule(TensorDataModule):
     task = "regression"
 
     def __init__(
-        self, n_samples: int = 1000, n_features: int = 20, n_informative: int = 5,
-        noise: float = 10.0, **kwargs,
+        self,
+        n_samples: int = 1000,
+        n_features: int = 20,
+        n_informative: int = 5,
+        noise: float = 10.0,
+        **kwargs,
     ) -> None:
         super().__init__(**kwargs)
         self.n_samples, self.n_features = n_samples, n_features
@@ -79,7 +83,10 @@ class RegressionDataModule(TensorDataModule):
     def load_arrays(self) -> tuple[np.ndarray, np.ndarray]:
         """make_regression with the split seed."""
         x, y = make_regression(
-            self.n_samples, self.n_features, n_informative=self.n_informative,
-            noise=self.noise, random_state=self.split_seed,
+            self.n_samples,
+            self.n_features,
+            n_informative=self.n_informative,
+            noise=self.noise,
+            random_state=self.split_seed,
         )
         return x.astype(np.float32), y.astype(np.float32)

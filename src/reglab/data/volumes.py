@@ -12,7 +12,14 @@ class VolumesDataModule(TensorDataModule):
 
     task = "classification"
 
-    def __init__(self, n_samples: int = 600, size: int = 8, noise: float = 0.5, amplitude: float = 2.0, **kwargs) -> None:
+    def __init__(
+        self,
+        n_samples: int = 600,
+        size: int = 8,
+        noise: float = 0.5,
+        amplitude: float = 2.0,
+        **kwargs,
+    ) -> None:
         super().__init__(**kwargs)
         self.n_samples, self.size, self.noise = n_samples, size, noise
         self.amplitude = amplitude

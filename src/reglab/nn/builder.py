@@ -39,7 +39,9 @@ def build_net(spec: dict, input_shape: Sequence[int], num_outputs: int) -> nn.Se
                 f"the body's output has shape {builder.shape}; end it with `flatten` or "
                 "pooling so that the Linear head gets (N, features)",
             )
-        modules.append(("head", builder.make("linear", {"out_features": num_outputs}, "model.head")))
+        modules.append(
+            ("head", builder.make("linear", {"out_features": num_outputs}, "model.head"))
+        )
     net = nn.Sequential(OrderedDict(modules))
     init_weights(net, spec.get("init", "default"))
     return net
@@ -81,7 +83,9 @@ class _Builder:
     def make(self, name: str, kwargs: dict, key: str) -> nn.Module:
         entry = get_layer(name)
         if entry is None:
-            raise ConfigError(key, f"unknown layer {name!r}; valid layers: {', '.join(layer_names())}")
+            raise ConfigError(
+                key, f"unknown layer {name!r}; valid layers: {', '.join(layer_names())}"
+            )
         module = _construct(entry, kwargs, self.shape, key)
         self.shape = _dry_forward(module, self.shape, entry.name, key)
         return module
@@ -98,7 +102,8 @@ def _parse_entry(entry: object, key: str) -> tuple[str, dict]:
             raise ConfigError(f"{key}.{name}", f"arguments must be a mapping, got {kwargs!r}")
         return str(name), dict(kwargs)
     raise ConfigError(
-        key, f"expected a layer name, {{name: {{kwargs}}}} or {{repeat: N, block: [...]}}, got {entry!r}"
+        key,
+        f"expected a layer name, {{name: {{kwargs}}}} or {{repeat: N, block: [...]}}, got {entry!r}",
     )
 
 
@@ -115,7 +120,9 @@ def _construct(entry: LayerEntry, kwargs: dict, shape: Shape, key: str) -> nn.Mo
     arguments = {**inferred, **kwargs}
     missing = [p for p in entry.required() if p not in arguments]
     if missing:
-        raise ConfigError(f"{key}.{entry.name}", f"missing required argument(s): {', '.join(missing)}")
+        raise ConfigError(
+            f"{key}.{entry.name}", f"missing required argument(s): {', '.join(missing)}"
+        )
     try:
         return entry.cls(**arguments)
     except (TypeError, ValueError) as error:

@@ -1,0 +1,58 @@
+"""Shared fixtures: compose the real configs in-process, run `train.py` as a user would."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF_DIR = ROOT / "conf"
+QUIET = ["print_config=false", "trainer.enable_progress_bar=false"]
+
+
+def compose_config(overrides: Sequence[str], output_dir: Path) -> DictConfig:
+    """The config `python train.py <overrides>` would run, writing into `output_dir`."""
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose(
+            config_name="train",
+            overrides=[*QUIET, f"paths.output_dir={output_dir}", *overrides],
+        )
+
+
+@pytest.fixture
+def make_cfg(tmp_path: Path) -> Callable[..., DictConfig]:
+    """Compose a config whose outputs go under tmp_path/run."""
+
+    def make(*overrides: str) -> DictConfig:
+        return compose_config(overrides, tmp_path / "run")
+
+    return make
+
+
+def read_metrics(run_dir: Path) -> dict:
+    """The metrics.json of a finished run."""
+    return json.loads((run_dir / "metrics.json").read_text())
+
+
+def run_train_py(
+    args: Sequence[str], cwd: Path, env: dict | None = None, timeout: int = 300
+) -> subprocess.CompletedProcess:
+    """`python train.py <args>` in a subprocess, as a user types it."""
+    full_env = {**os.environ, "HYDRA_FULL_ERROR": "0", **(env or {})}
+    full_env.pop("PYTEST_CURRENT_TEST", None)
+    return subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), *args],
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

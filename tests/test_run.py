@@ -1,0 +1,149 @@
+"""End-to-end runs composed in-process: what `python train.py ...` does, minus the subprocess."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from conftest import read_metrics
+from reglab.errors import ConfigError
+from reglab.module import RegLabModule
+from reglab.run import train
+
+
+def test_selu_net_default_run_reaches_95_percent_and_writes_everything(make_cfg, tmp_path):
+    cfg = make_cfg()  # the default: model=selu_net on digits
+    objective = train(cfg)
+    run_dir = tmp_path / "run"
+    metrics = read_metrics(run_dir)
+    assert metrics["status"] == "ok"
+    assert metrics["test"]["test/acc"] >= 0.95
+    assert metrics["epochs_run"] == cfg.trainer.max_epochs == len(metrics["history"])
+    assert objective == pytest.approx(metrics["best"]["val/loss"])
+    best_losses = [row["val/loss"] for row in metrics["history"]]
+    assert metrics["best"]["val/loss"] == min(best_losses)
+    assert metrics["best_epoch"] == best_losses.index(min(best_losses))
+    assert Path(metrics["best_checkpoint"]).is_file()
+    assert Path(metrics["best_checkpoint"]).name == f"epoch_{metrics['best_epoch']:03d}.ckpt"
+    assert metrics["versions"]["torch"] == torch.__version__
+    assert len(metrics["config_digest"]) == 64
+
+    events = EventAccumulator(str(run_dir / "tensorboard"))
+    events.Reload()
+    scalars = set(events.Tags()["scalars"])
+    for tag in ("train/loss", "train/acc", "val/loss", "val/acc", "test/loss", "test/acc"):
+        assert tag in scalars, f"{tag} missing from TensorBoard: {sorted(scalars)}"
+    assert len(events.Scalars("val/loss")) == cfg.trainer.max_epochs
+
+
+def test_test_metrics_come_from_the_best_checkpoint(make_cfg, tmp_path):
+    cfg = make_cfg("model=mlp", "trainer.max_epochs=6", "optimizer.lr=0.01")
+    train(cfg)
+    metrics = read_metrics(tmp_path / "run")
+    module = RegLabModule.load_from_checkpoint(metrics["best_checkpoint"], weights_only=True)
+    module.eval()
+    from hydra.utils import instantiate
+
+    datamodule = instantiate(cfg.data)
+    test = datamodule.splits["test"]
+    with torch.no_grad():
+        logits = module(test.x)
+    accuracy = (logits.argmax(1) == test.y).float().mean().item()
+    loss = torch.nn.functional.cross_entropy(logits, test.y).item()
+    assert metrics["test"]["test/acc"] == pytest.approx(accuracy, abs=1e-6)
+    assert metrics["test"]["test/loss"] == pytest.approx(loss, rel=1e-5)
+
+
+def test_fit_tanh_fits_the_function(make_cfg, tmp_path):
+    train(make_cfg("model=fit_tanh", "data=function"))
+    metrics = read_metrics(tmp_path / "run")
+    assert metrics["test"]["test/r2"] >= 0.95
+    assert {"test/mse", "test/mae", "test/r2"} <= set(metrics["test"])
+
+
+def test_same_seed_same_numbers_on_cpu(tmp_path):
+    from conftest import compose_config
+
+    runs = []
+    for name in ("a", "b"):
+        cfg = compose_config(["model=mlp", "trainer.max_epochs=2", "logger=none"], tmp_path / name)
+        train(cfg)
+        runs.append(read_metrics(tmp_path / name))
+    assert runs[0]["history"] == runs[1]["history"]
+    assert runs[0]["test"] == runs[1]["test"]
+    assert runs[0]["config_digest"] == runs[1]["config_digest"]
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["model=cnn"],
+        ["model=mlp", "model.activation=mish", "model.norm=layer_norm"],
+        ["model=mlp", "model.activation=swish", "model.norm=batch_norm1d", "optimizer=sgd"],
+        ["model=gated", "optimizer=adamw", "scheduler=cosine"],
+        ["model=conv3d", "data=volumes", "scheduler=step"],
+        ["model=mlp", "data=moons", "scheduler=plateau", "logger=csv"],
+        ["model=mlp", "data=regression", "callbacks=none", "logger=none"],
+    ],
+    ids=lambda o: " ".join(o),
+)
+def test_models_data_and_optimizers_run_end_to_end(make_cfg, tmp_path, overrides):
+    train(make_cfg(*overrides, "trainer.max_epochs=2"))
+    metrics = read_metrics(tmp_path / "run")
+    assert metrics["epochs_run"] == 2
+    assert all(torch.isfinite(torch.tensor(v)) for v in metrics["test"].values())
+    if "data=regression" in overrides:
+        # callbacks=none: Lightning's default checkpoint keeps the last epoch; test uses it.
+        assert Path(metrics["best_checkpoint"]).name.startswith("epoch=1-")
+
+
+def test_mlp_knobs_change_the_net(make_cfg):
+    cfg = make_cfg("model=mlp", "model.activation=mish", "model.norm=layer_norm", "model.depth=3")
+    from reglab.run import _plain
+
+    module = RegLabModule(_plain(cfg.model), [1, 8, 8], 10)
+    kinds = [type(m).__name__ for m in module.net.modules()]
+    assert kinds.count("Mish") == 3 and kinds.count("LayerNorm") == 3
+    assert kinds.count("Dropout") == 3
+
+
+def test_weight_decay_spares_biases_and_norm_parameters(make_cfg):
+    from reglab.run import _plain
+
+    cfg = make_cfg("model=mlp", "model.norm=batch_norm1d", "optimizer=adamw")
+    module = RegLabModule(_plain(cfg.model), [64], 10, optimizer=_plain(cfg.optimizer))
+    optimizer = module.configure_optimizers()
+    decayed = {id(p) for g in optimizer.param_groups if g["weight_decay"] > 0 for p in g["params"]}
+    for name, parameter in module.net.named_parameters():
+        assert (id(parameter) in decayed) == (parameter.ndim > 1), name
+    assert optimizer.param_groups[0]["weight_decay"] == cfg.optimizer.weight_decay
+
+
+def test_model_suggested_lr_is_used_unless_overridden(make_cfg):
+    assert make_cfg("model=fit_tanh").optimizer.lr == 1e-2
+    assert make_cfg("model=selu_net").optimizer.lr == 1e-3
+    assert make_cfg("model=fit_tanh", "optimizer.lr=0.5").optimizer.lr == 0.5
+
+
+def test_fast_dev_run_keeps_no_outputs(make_cfg, tmp_path):
+    cfg = make_cfg("debug=fdr")
+    train(cfg)
+    assert not (tmp_path / "run").exists()
+
+
+def test_optimized_metric_lookup(make_cfg, tmp_path):
+    value = train(make_cfg("model=mlp", "trainer.max_epochs=1", "optimized_metric=test/acc"))
+    assert value == read_metrics(tmp_path / "run")["test"]["test/acc"]
+    with pytest.raises(ConfigError, match="optimized_metric"):
+        train(make_cfg("model=mlp", "trainer.max_epochs=1", "optimized_metric=best/val/nope"))
+
+
+def test_metrics_json_is_plain_json(make_cfg, tmp_path):
+    train(make_cfg("model=mlp", "trainer.max_epochs=1", "logger=none"))
+    text = (tmp_path / "run" / "metrics.json").read_text()
+    assert json.loads(text)["final"]["epoch"] == 0
+    assert not (tmp_path / "run" / "metrics.json.tmp").exists()

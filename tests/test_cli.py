@@ -128,3 +128,16 @@ def test_every_config_option_composes_and_resolves(make_cfg, group, option):
     from omegaconf import OmegaConf
 
     OmegaConf.to_container(cfg, resolve=True)  # every interpolation resolves
+
+
+def test_run_folders_differ_for_runs_started_in_the_same_second(tmp_path):
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    run_dirs = []
+    for _ in range(2):
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            cfg = compose(config_name="train", return_hydra_config=True)
+        run_dirs.append(OmegaConf.select(cfg, "hydra.run.dir"))
+    assert run_dirs[0] != run_dirs[1]
+    assert run_dirs[0].startswith("outputs/runs/") and run_dirs[0].endswith("_train")

@@ -1,7 +1,8 @@
 """The one LightningModule: a net from the layer catalogue + a task (classification/regression).
 
-Metrics are torchmetrics objects updated every step and logged once per epoch (per-step logging
-costs about 0.4 ms a step, so it is opt-in with `log_every_step`). All constructor arguments are
+Metrics are torchmetrics objects logged once per epoch. Steps only keep their detached outputs;
+the metrics see the whole epoch in one update at its end, which costs a fraction of a per-step
+update (per-step logging costs about 0.4 ms a step, so it is opt-in with `log_every_step`). All constructor arguments are
 plain containers, so `RegLabModule.load_from_checkpoint(path)` rebuilds the same net.
 """
 
@@ -52,6 +53,7 @@ class RegLabModule(L.LightningModule):
         self.metrics = nn.ModuleDict(
             {f"{stage}_": template.clone(prefix=f"{stage}/") for stage in STAGES}
         )
+        self._epoch_outputs: dict[str, list] = {stage: [] for stage in STAGES}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Raw net outputs: logits for classification, predictions for regression."""
@@ -67,12 +69,7 @@ class RegLabModule(L.LightningModule):
         x, y = batch
         outputs = self(x)
         loss = self.loss(outputs, y)
-        self.losses[f"{stage}_"].update(loss.detach(), weight=len(x))
-        if y.dtype.is_floating_point and self.task == "classification":
-            y = y.argmax(dim=1)  # soft targets (mixup/cutmix): score against the dominant class
-        self.metrics[f"{stage}_"].update(
-            _for_metrics(outputs.detach(), self.task), _for_metrics(y, self.task)
-        )
+        self._epoch_outputs[stage].append((outputs.detach(), y, loss.detach() * len(x)))
         if self.log_every_step and stage == "train":
             self.log("train/loss_step", loss.detach(), on_step=True, on_epoch=False)
         return loss
@@ -95,6 +92,15 @@ class RegLabModule(L.LightningModule):
         return outputs.softmax(dim=-1) if self.task == "classification" else outputs
 
     def _log_epoch(self, stage: str) -> None:
+        pending, self._epoch_outputs[stage] = self._epoch_outputs[stage], []
+        if pending:
+            outputs, targets, loss_sums = (torch.cat(part) for part in _unzip(pending))
+            if targets.dtype.is_floating_point and self.task == "classification":
+                targets = targets.argmax(dim=1)  # soft targets (mixup/cutmix): dominant class
+            self.metrics[f"{stage}_"].update(
+                _for_metrics(outputs, self.task), _for_metrics(targets, self.task)
+            )
+            self.losses[f"{stage}_"].update(loss_sums.sum() / len(outputs), weight=len(outputs))
         self.log(f"{stage}/loss", self.losses[f"{stage}_"], prog_bar=stage == "val")
         self.log_dict(self.metrics[f"{stage}_"], prog_bar=stage == "val")
 
@@ -157,6 +163,11 @@ def _metrics(task: str, num_outputs: int) -> MetricCollection:
             "r2": R2Score(multioutput="uniform_average"),
         }
     )
+
+
+def _unzip(rows: list[tuple]) -> tuple[list, list, list]:
+    outputs, targets, loss_sums = zip(*rows, strict=True)
+    return list(outputs), list(targets), [t.reshape(1) for t in loss_sums]
 
 
 def _for_metrics(t: torch.Tensor, task: str) -> torch.Tensor:

@@ -149,6 +149,7 @@ class TensorDataModule(L.LightningDataModule):
                 rank=rank,
                 world_size=world,
                 drop_singleton=name == "train",
+                pad_shards=name == "train",
             )
 
     def train_dataloader(self) -> TensorBatchLoader:

@@ -71,7 +71,7 @@ class _Builder:
         if extra:
             raise ConfigError(key, f"unknown key(s) {sorted(extra)}; a repeat takes: repeat, block")
         times, block = entry["repeat"], entry.get("block")
-        if not isinstance(times, int) or times < 0:
+        if not isinstance(times, int) or isinstance(times, bool) or times < 0:
             raise ConfigError(f"{key}.repeat", f"must be a non-negative integer, got {times!r}")
         if not isinstance(block, list) or not block:
             raise ConfigError(f"{key}.block", "must be a non-empty list of layers")
@@ -143,14 +143,18 @@ def _dry_forward(module: nn.Module, shape: Shape, name: str, key: str) -> Shape:
 
 
 def _readable_names(built: list[tuple[str, nn.Module]]) -> list[tuple[str, nn.Module]]:
-    """Name each module by its short name, numbering names that occur more than once."""
+    """Name each module by its short name, numbering (`_1`, `_2`) names that occur more than once.
+
+    The underscore keeps numbered names apart from registered ones: six `relu` are relu_1..relu_6,
+    which cannot collide with a `relu6` layer.
+    """
     totals = Counter(_short(name) for name, _ in built)
     seen: Counter = Counter()
     named = []
     for name, module in built:
         short = _short(name)
         seen[short] += 1
-        named.append((f"{short}{seen[short]}" if totals[short] > 1 else short, module))
+        named.append((f"{short}_{seen[short]}" if totals[short] > 1 else short, module))
     return named
 
 

@@ -1,0 +1,524 @@
+"""Data modules and the in-memory loader: IDX files, digits, synthetic sets, splits,
+train-only standardization, batching, shuffling and sharding."""
+
+from __future__ import annotations
+
+import gzip
+import math
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from reglab.data import (
+    DigitsDataModule,
+    FunctionDataModule,
+    IdxDataModule,
+    MoonsDataModule,
+    RegressionDataModule,
+    VolumesDataModule,
+    read_idx,
+)
+from reglab.data.loader import TensorBatchLoader
+from reglab.errors import ConfigError
+
+N_DIGITS = 1797
+
+
+# --- IDX files ----------------------------------------------------------------------------------
+
+
+def write_idx(path: Path, array: np.ndarray) -> Path:
+    """Write `array` (uint8) as an IDX file: 0, 0, dtype 0x08, ndim, big-endian int32 dims, data.
+
+    A `.gz` suffix writes it gzipped, as MNIST is distributed.
+    """
+    array = np.ascontiguousarray(array, dtype=np.uint8)
+    header = bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}i", *array.shape)
+    raw = header + array.tobytes()
+    if path.suffix == ".gz":
+        with gzip.open(path, "wb") as f:
+            f.write(raw)
+    else:
+        path.write_bytes(raw)
+    return path
+
+
+def make_pair(rng: np.random.Generator, n: int, classes: int = 4) -> tuple[np.ndarray, np.ndarray]:
+    """n random 6x6 uint8 images and balanced labels 0..classes-1."""
+    images = rng.integers(0, 256, size=(n, 6, 6), dtype=np.uint8)
+    labels = (np.arange(n) % classes).astype(np.uint8)
+    return images, labels
+
+
+def write_mnist_like(
+    folder: Path, prefix: str, images: np.ndarray, labels: np.ndarray, gz: bool
+) -> None:
+    ext = ".gz" if gz else ""
+    write_idx(folder / f"{prefix}-images-idx3-ubyte{ext}", images)
+    write_idx(folder / f"{prefix}-labels-idx1-ubyte{ext}", labels)
+
+
+@pytest.mark.parametrize("gz", [False, True], ids=["plain", "gz"])
+def test_read_idx_round_trips(tmp_path, gz):
+    rng = np.random.default_rng(0)
+    images, labels = make_pair(rng, 7)
+    ext = ".gz" if gz else ""
+    read_images = read_idx(write_idx(tmp_path / f"images-idx3-ubyte{ext}", images))
+    read_labels = read_idx(write_idx(tmp_path / f"labels-idx1-ubyte{ext}", labels))
+    assert read_images.shape == (7, 6, 6) and read_images.dtype == np.uint8
+    assert read_labels.shape == (7,)
+    np.testing.assert_array_equal(read_images, images)
+    np.testing.assert_array_equal(read_labels, labels)
+    if gz:  # really compressed, not a plain file with a .gz name
+        assert (tmp_path / "images-idx3-ubyte.gz").read_bytes()[:2] == b"\x1f\x8b"
+
+
+def test_read_idx_rejects_a_bad_magic_number(tmp_path):
+    good = write_idx(tmp_path / "good-idx1-ubyte", np.arange(5, dtype=np.uint8))
+    raw = good.read_bytes()
+    for bad_header in (b"\x01\x00", b"\x00\x01"):
+        bad = tmp_path / "bad"
+        bad.write_bytes(bad_header + raw[2:])
+        with pytest.raises(ValueError, match="magic"):
+            read_idx(bad)
+    bad_dtype = tmp_path / "bad_dtype"
+    bad_dtype.write_bytes(raw[:2] + b"\x07" + raw[3:])
+    with pytest.raises(ValueError, match="magic"):
+        read_idx(bad_dtype)
+    truncated = tmp_path / "truncated"
+    truncated.write_bytes(raw[:-1])
+    with pytest.raises(ValueError):
+        read_idx(truncated)
+    empty = tmp_path / "empty"
+    empty.write_bytes(b"")
+    with pytest.raises(ValueError):
+        read_idx(empty)
+
+
+@pytest.mark.parametrize("gz", [False, True], ids=["plain", "gz"])
+def test_idx_module_uses_the_t10k_pair_as_test_split(tmp_path, gz):
+    rng = np.random.default_rng(1)
+    train_images, train_labels = make_pair(rng, 40)
+    test_images, test_labels = make_pair(rng, 15)
+    write_mnist_like(tmp_path, "train", train_images, train_labels, gz)
+    write_mnist_like(tmp_path, "t10k", test_images, test_labels, gz)
+
+    dm = IdxDataModule(path=str(tmp_path), standardize=False, batch_size=8)
+    splits = dm.splits
+    assert len(splits["test"].x) == 15
+    assert len(splits["train"].x) + len(splits["val"].x) == 40
+    assert len(splits["val"].x) == math.ceil(dm.val_fraction * 40)
+    # The test split is the t10k pair itself, in file order, scaled to [0, 1].
+    np.testing.assert_array_equal(splits["test"].y.numpy(), test_labels)
+    np.testing.assert_allclose(splits["test"].x.numpy(), test_images[:, None] / 255.0, rtol=1e-6)
+    assert dm.input_shape == (1, 6, 6)
+    assert dm.num_classes == 4 and dm.task == "classification"
+    assert splits["train"].x.dtype == torch.float32 and splits["train"].y.dtype == torch.long
+
+
+def test_idx_module_without_test_files_splits_test_out_of_train(tmp_path):
+    rng = np.random.default_rng(2)
+    images, labels = make_pair(rng, 50)
+    write_mnist_like(tmp_path, "train", images, labels, gz=True)
+    dm = IdxDataModule(path=str(tmp_path), standardize=False)
+    sizes = {k: len(s.x) for k, s in dm.splits.items()}
+    assert sum(sizes.values()) == 50
+    assert sizes["test"] == math.ceil(dm.test_fraction * 50)
+    assert sizes["val"] > 0 and sizes["train"] > sizes["val"]
+    # Every training image ends up in exactly one split.
+    all_x = torch.cat([s.x for s in dm.splits.values()]).reshape(50, -1).numpy()
+    expected = images.reshape(50, -1) / 255.0
+    np.testing.assert_allclose(_sorted_rows(all_x), _sorted_rows(expected), rtol=1e-6)
+
+
+def test_idx_module_accepts_the_dotted_file_names(tmp_path):
+    rng = np.random.default_rng(3)
+    images, labels = make_pair(rng, 20)
+    write_idx(tmp_path / "train-images.idx3-ubyte", images)
+    write_idx(tmp_path / "train-labels.idx1-ubyte", labels)
+    assert sum(len(s.x) for s in IdxDataModule(path=str(tmp_path)).splits.values()) == 20
+
+
+def test_idx_module_configuration_errors(tmp_path):
+    for path in (None, ""):
+        with pytest.raises(ConfigError) as info:
+            IdxDataModule(path=path)
+        assert info.value.key == "data.path"
+    with pytest.raises(ConfigError) as info:
+        IdxDataModule(path=str(tmp_path / "missing"))
+    assert info.value.key == "data.path" and "missing" in str(info.value)
+    # A folder without the files fails at construction, before any training.
+    with pytest.raises(ConfigError) as info:
+        IdxDataModule(path=str(tmp_path))
+    assert info.value.key == "data.path" and "train-images-idx3-ubyte" in str(info.value)
+
+    # Images without labels, or a count mismatch, fail when the arrays are loaded.
+    rng = np.random.default_rng(4)
+    images, labels = make_pair(rng, 10)
+    write_idx(tmp_path / "train-images-idx3-ubyte", images)
+    dm = IdxDataModule(path=str(tmp_path))
+    with pytest.raises(ConfigError) as info:
+        dm.splits  # noqa: B018 - the property loads the files
+    assert info.value.key == "data.path" and "labels" in str(info.value)
+    write_idx(tmp_path / "train-labels-idx1-ubyte", labels[:9])
+    with pytest.raises(ConfigError) as info:
+        IdxDataModule(path=str(tmp_path)).splits  # noqa: B018
+    assert info.value.key == "data.path" and "10 images but 9 labels" in str(info.value)
+
+
+# --- digits -------------------------------------------------------------------------------------
+
+
+def _sorted_rows(a: np.ndarray) -> np.ndarray:
+    a = a.reshape(len(a), -1)
+    return a[np.lexsort(a.T[::-1])]
+
+
+@pytest.fixture(scope="module")
+def digits_raw():
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    return digits.data.astype(np.float32), digits.target
+
+
+@pytest.mark.parametrize(("layout", "shape"), [("image", (1, 8, 8)), ("flat", (64,))])
+def test_digits_layout_shapes_and_classes(layout, shape):
+    dm = DigitsDataModule(layout=layout)
+    assert dm.input_shape == shape
+    assert dm.num_classes == 10 == dm.num_outputs
+    assert dm.task == "classification"
+    sizes = {k: len(s.x) for k, s in dm.splits.items()}
+    assert sum(sizes.values()) == N_DIGITS
+    assert sizes["test"] == pytest.approx(0.2 * N_DIGITS, abs=1)
+    assert sizes["val"] == pytest.approx(0.2 * N_DIGITS, abs=1)
+    for split in dm.splits.values():
+        assert split.x.shape[1:] == shape
+        assert len(split.x) == len(split.y)
+        assert split.y.dtype == torch.long
+
+
+def test_digits_splits_partition_the_data_set(digits_raw):
+    x_raw, y_raw = digits_raw
+    dm = DigitsDataModule(layout="flat", standardize=False)
+    rows = np.concatenate(
+        [np.concatenate([s.x.numpy(), s.y.numpy()[:, None]], axis=1) for s in dm.splits.values()]
+    )
+    expected = np.concatenate([x_raw, y_raw[:, None]], axis=1)
+    # Same multiset of (image, label) rows: every sample in exactly one split.
+    np.testing.assert_array_equal(_sorted_rows(rows), _sorted_rows(expected))
+    # Pairwise disjoint as sets of distinct rows (digits holds no duplicate images).
+    keys = {k: {r.tobytes() for r in s.x.numpy()} for k, s in dm.splits.items()}
+    n_distinct = len({r.tobytes() for r in x_raw})
+    assert len(keys["train"] | keys["val"] | keys["test"]) == n_distinct
+    assert sum(len(v) for v in keys.values()) == n_distinct
+
+
+def test_digits_splits_are_stratified():
+    dm = DigitsDataModule(layout="flat")
+    for split in dm.splits.values():
+        counts = torch.bincount(split.y, minlength=10).float()
+        share = counts / counts.sum()
+        assert share.min() > 0.08 and share.max() < 0.12
+
+
+def test_digits_splits_depend_only_on_split_seed():
+    a = DigitsDataModule(split_seed=0, shuffle_seed=0).splits
+    b = DigitsDataModule(split_seed=0, shuffle_seed=5).splits
+    c = DigitsDataModule(split_seed=1).splits
+    for name in ("train", "val", "test"):
+        assert torch.equal(a[name].x, b[name].x)
+        assert torch.equal(a[name].y, b[name].y)
+    assert not torch.equal(a["test"].y, c["test"].y)
+    assert not torch.equal(a["train"].x[:50], c["train"].x[:50])
+
+
+def test_digits_standardization_uses_training_statistics_only():
+    raw = DigitsDataModule(layout="flat", standardize=False).splits
+    std = DigitsDataModule(layout="flat").splits
+    for split in std.values():
+        assert torch.isfinite(split.x).all()
+
+    x_train = std["train"].x.double()
+    torch.testing.assert_close(
+        x_train.mean(0), torch.zeros(64, dtype=torch.float64), atol=1e-5, rtol=0
+    )
+    feature_std = x_train.std(0, unbiased=False)
+    constant = raw["train"].x.std(0) == 0
+    assert constant.any()  # digits has always-blank border pixels
+    torch.testing.assert_close(
+        feature_std[~constant],
+        torch.ones(int((~constant).sum()), dtype=torch.float64),
+        atol=1e-4,
+        rtol=0,
+    )
+    assert torch.equal(feature_std[constant], torch.zeros(int(constant.sum()), dtype=torch.float64))
+
+    # val/test are transformed with the training mean/std, so they are not exactly standardized.
+    mean = raw["train"].x.double().mean(0)
+    scale = raw["train"].x.double().std(0, unbiased=False)
+    scale = torch.where(scale > 1e-8, scale, torch.ones_like(scale))
+    for name in ("val", "test"):
+        expected = (raw[name].x.double() - mean) / scale
+        torch.testing.assert_close(std[name].x.double(), expected, atol=1e-4, rtol=1e-4)
+        assert std[name].x.double().mean(0).abs().max() > 1e-3
+
+
+def test_digits_bad_layout_is_a_config_error():
+    with pytest.raises(ConfigError) as info:
+        DigitsDataModule(layout="grid")
+    assert info.value.key == "data.layout"
+    message = str(info.value)
+    assert "data.layout" in message and "'grid'" in message
+    assert "image" in message and "flat" in message
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "key"),
+    [
+        ({"batch_size": 0}, "data.batch_size"),
+        ({"batch_size": 2.5}, "data.batch_size"),
+        ({"val_fraction": 0.0}, "data.val_fraction"),
+        ({"test_fraction": 1.0}, "data.test_fraction"),
+        ({"val_fraction": 0.5, "test_fraction": 0.5}, "data.val_fraction"),
+    ],
+)
+def test_bad_split_settings_are_config_errors(kwargs, key):
+    with pytest.raises(ConfigError) as info:
+        DigitsDataModule(**kwargs)
+    assert info.value.key == key
+
+
+# --- synthetic sets -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("cls", "kwargs", "input_shape"),
+    [
+        (FunctionDataModule, {"function": "sin", "n_samples": 200}, (1,)),
+        (FunctionDataModule, {"function": "thermometer", "n_samples": 200}, (1,)),
+        (FunctionDataModule, {"function": "cubic", "n_samples": 200}, (1,)),
+        (RegressionDataModule, {"n_samples": 200, "n_features": 7, "n_informative": 3}, (7,)),
+    ],
+)
+def test_regression_modules(cls, kwargs, input_shape):
+    dm = cls(**kwargs)
+    assert dm.task == "regression"
+    assert dm.num_outputs == 1
+    assert dm.num_classes is None
+    assert dm.input_shape == input_shape
+    splits = dm.splits
+    assert sum(len(s.x) for s in splits.values()) == 200
+    for split in splits.values():
+        assert split.y.dtype == torch.float32
+        assert split.y.shape == (len(split.x), 1)
+        assert torch.isfinite(split.x).all() and torch.isfinite(split.y).all()
+    # Targets standardized with training statistics.
+    y = splits["train"].y.double()
+    assert abs(float(y.mean())) < 1e-5
+    assert float(y.std(unbiased=False)) == pytest.approx(1.0, abs=1e-4)
+
+
+def test_function_module_targets_follow_the_function_when_not_standardized():
+    dm = FunctionDataModule(
+        function="cubic", noise=0.0, standardize=False, standardize_target=False, n_samples=100
+    )
+    for split in dm.splits.values():
+        x = split.x.double()
+        torch.testing.assert_close(split.y.double(), x**3 - 2 * x, atol=1e-4, rtol=1e-4)
+        assert x.min() >= -3.0 and x.max() <= 3.0
+
+
+def test_bad_function_settings_are_config_errors():
+    with pytest.raises(ConfigError) as info:
+        FunctionDataModule(function="cosh")
+    assert info.value.key == "data.function"
+    assert "'cosh'" in str(info.value)
+    for valid in ("sin", "thermometer", "cubic"):
+        assert valid in str(info.value)
+    with pytest.raises(ConfigError) as info:
+        FunctionDataModule(low=1.0, high=1.0)
+    assert info.value.key == "data.low"
+
+
+def test_moons_module():
+    dm = MoonsDataModule(n_samples=200)
+    assert dm.task == "classification"
+    assert dm.num_classes == 2 == dm.num_outputs
+    assert dm.input_shape == (2,)
+    assert set(torch.cat([s.y for s in dm.splits.values()]).tolist()) == {0, 1}
+    assert sum(len(s.x) for s in dm.splits.values()) == 200
+
+
+def test_volumes_module():
+    dm = VolumesDataModule(n_samples=90)
+    assert dm.input_shape == (1, 8, 8, 8)
+    assert dm.num_classes == 3 == dm.num_outputs
+    assert sum(len(s.x) for s in dm.splits.values()) == 90
+    # The label is the axis along which the bright bar runs.
+    raw = VolumesDataModule(n_samples=30, noise=0.0, standardize=False)
+    x, y = raw.load_arrays()
+    for volume, axis in zip(x[:, 0], y, strict=True):
+        assert volume.sum(axis=int(axis)).max() == pytest.approx(8 * raw.amplitude)
+        assert np.count_nonzero(volume) == 8
+
+
+# --- TensorBatchLoader --------------------------------------------------------------------------
+
+
+def _data(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    y = torch.arange(n)
+    x = torch.stack([y.float(), -y.float()], dim=1)  # x row i encodes i
+    return x, y
+
+
+def _epoch(loader: TensorBatchLoader) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    return list(loader)
+
+
+@pytest.mark.parametrize(
+    ("n", "batch_size", "drop_singleton", "sizes"),
+    [
+        (12, 4, False, [4, 4, 4]),
+        (10, 4, False, [4, 4, 2]),
+        (10, 4, True, [4, 4, 2]),
+        (9, 4, False, [4, 4, 1]),
+        (9, 4, True, [4, 4]),
+        (3, 8, False, [3]),
+        (1, 8, True, []),
+    ],
+)
+def test_loader_batch_sizes(n, batch_size, drop_singleton, sizes):
+    x, y = _data(n)
+    loader = TensorBatchLoader(x, y, batch_size, drop_singleton=drop_singleton)
+    batches = _epoch(loader)
+    assert len(loader) == len(sizes)
+    assert [len(bx) for bx, _ in batches] == sizes
+    assert [len(by) for _, by in batches] == sizes
+    if batches:  # unshuffled: in order
+        assert torch.equal(torch.cat([by for _, by in batches]), torch.arange(sum(sizes)))
+
+
+def test_loader_rejects_misaligned_tensors():
+    with pytest.raises(ValueError):
+        TensorBatchLoader(torch.zeros(5, 2), torch.zeros(4), 2)
+
+
+def test_loader_shuffles_a_new_permutation_each_epoch_keeping_x_and_y_aligned():
+    x, y = _data(50)
+    loader = TensorBatchLoader(x, y, 8, shuffle=True, seed=3)
+    orders = []
+    for _ in range(3):
+        batches = _epoch(loader)
+        assert len(batches) == len(loader) == 7
+        order = torch.cat([by for _, by in batches])
+        assert torch.equal(torch.sort(order).values, torch.arange(50))  # a permutation
+        for bx, by in batches:  # x and y moved together
+            assert torch.equal(bx[:, 0], by.float())
+            assert torch.equal(bx[:, 1], -by.float())
+        orders.append(order)
+    assert not torch.equal(orders[0], torch.arange(50))
+    assert not torch.equal(orders[0], orders[1])
+    assert not torch.equal(orders[1], orders[2])
+
+    same = TensorBatchLoader(x, y, 8, shuffle=True, seed=3)
+    for expected in orders:
+        assert torch.equal(torch.cat([by for _, by in _epoch(same)]), expected)
+    other = TensorBatchLoader(x, y, 8, shuffle=True, seed=4)
+    assert not torch.equal(torch.cat([by for _, by in _epoch(other)]), orders[0])
+
+
+def test_loader_without_shuffle_keeps_order_every_epoch():
+    x, y = _data(10)
+    loader = TensorBatchLoader(x, y, 3)
+    for _ in range(2):
+        assert torch.equal(torch.cat([by for _, by in _epoch(loader)]), y)
+
+
+@pytest.mark.parametrize("n", [20, 21])
+def test_loader_shards_are_disjoint_and_cover_each_epoch(n):
+    x, y = _data(n)
+    ranks = [
+        TensorBatchLoader(x, y, 4, shuffle=True, seed=7, rank=r, world_size=2) for r in range(2)
+    ]
+    previous = None
+    for _ in range(3):
+        shards = [torch.cat([by for _, by in _epoch(loader)]) for loader in ranks]
+        for loader, shard in zip(ranks, shards, strict=True):
+            assert len(loader) == math.ceil(len(shard) / 4)
+        assert sorted(len(s) for s in shards) == sorted([n // 2, n - n // 2])
+        assert not set(shards[0].tolist()) & set(shards[1].tolist())
+        assert torch.equal(torch.sort(torch.cat(shards)).values, torch.arange(n))
+        if previous is not None:
+            assert not torch.equal(shards[0], previous)
+        previous = shards[0]
+
+
+@pytest.mark.parametrize(("n", "batch_size"), [(5, 2), (7, 2), (21, 4)])
+@pytest.mark.parametrize("drop_singleton", [False, True])
+def test_padded_training_shards_give_every_rank_the_same_number_of_steps(
+    n, batch_size, drop_singleton
+):
+    # DDP all-reduces gradients every step: a rank with one batch fewer would hang the others.
+    x, y = _data(n)
+    ranks = [
+        TensorBatchLoader(
+            x,
+            y,
+            batch_size,
+            shuffle=True,
+            rank=r,
+            world_size=2,
+            drop_singleton=drop_singleton,
+            pad_shards=True,
+        )
+        for r in range(2)
+    ]
+    assert len(ranks[0]) == len(ranks[1])
+    shards = [torch.cat([by for _, by in _epoch(loader)]) for loader in ranks]
+    assert [len(batches) for batches in map(_epoch, ranks)] == [len(ranks[0])] * 2
+    if not drop_singleton:
+        assert set(torch.cat(shards).tolist()) == set(range(n))  # padding wraps, nothing is lost
+
+
+def test_set_epoch_picks_the_shuffle_of_that_epoch():
+    x, y = _data(30)
+    fresh = TensorBatchLoader(x, y, 8, shuffle=True, seed=3)
+    orders = [torch.cat([by for _, by in _epoch(fresh)]) for _ in range(3)]
+    resumed = TensorBatchLoader(x, y, 8, shuffle=True, seed=3)
+    resumed.sampler.set_epoch(2)  # what Lightning does before epoch 2 of a resumed run
+    assert torch.equal(torch.cat([by for _, by in _epoch(resumed)]), orders[2])
+
+
+# --- the Lightning hooks without a trainer ------------------------------------------------------
+
+
+def test_setup_without_trainer_serves_cpu_batches():
+    dm = DigitsDataModule(layout="flat", batch_size=100)
+    dm.setup("fit")
+    loader = dm.train_dataloader()
+    assert isinstance(loader, TensorBatchLoader)
+    n_train = len(dm.splits["train"].x)
+    assert len(loader) == math.ceil(n_train / 100)
+    seen = 0
+    for bx, by in loader:
+        assert isinstance(bx, torch.Tensor) and isinstance(by, torch.Tensor)
+        assert bx.device.type == "cpu" and by.device.type == "cpu"
+        assert bx.shape[1:] == (64,) and bx.dtype == torch.float32 and by.dtype == torch.long
+        seen += len(bx)
+    assert seen == n_train
+    assert loader.shuffle
+    val = dm.val_dataloader()
+    assert not val.shuffle
+    assert torch.equal(torch.cat([by for _, by in val]), dm.splits["val"].y)
+    assert sum(len(by) for _, by in dm.test_dataloader()) == len(dm.splits["test"].y)
+
+
+def test_dataloaders_set_themselves_up_when_setup_was_not_called():
+    dm = MoonsDataModule(n_samples=100, batch_size=16)
+    bx, by = next(iter(dm.train_dataloader()))
+    assert bx.shape == (16, 2) and by.shape == (16,)
+    assert bx.device.type == "cpu"

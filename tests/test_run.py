@@ -147,3 +147,45 @@ def test_metrics_json_is_plain_json(make_cfg, tmp_path):
     text = (tmp_path / "run" / "metrics.json").read_text()
     assert json.loads(text)["final"]["epoch"] == 0
     assert not (tmp_path / "run" / "metrics.json.tmp").exists()
+
+
+def test_tensorboard_graph_and_per_step_loss_are_opt_in(make_cfg, tmp_path):
+    cfg = make_cfg(
+        "model=mlp",
+        "trainer.max_epochs=1",
+        "logger.tensorboard.log_graph=true",
+        "log_every_step=true",
+    )
+    train(cfg)
+    events = EventAccumulator(str(tmp_path / "run" / "tensorboard"))
+    events.Reload()
+    steps = events.Scalars("train/loss_step")
+    assert len(steps) >= 1
+    assert events.Tags()["graph"] is True
+    assert any(node.name.startswith("RegLabModule") for node in events.Graph().node)
+
+
+def test_resume_from_checkpoint_continues_exactly(tmp_path):
+    from conftest import compose_config
+
+    common = ["model=mlp", "model.dropout=0.0", "logger=none"]
+    straight = compose_config([*common, "trainer.max_epochs=4"], tmp_path / "straight")
+    train(straight)
+    first = compose_config(
+        [*common, "trainer.max_epochs=2", "callbacks.model_checkpoint.save_last=true"],
+        tmp_path / "first",
+    )
+    train(first)
+    last = tmp_path / "first" / "checkpoints" / "last.ckpt"
+    resumed = compose_config(
+        [*common, "trainer.max_epochs=4", f"ckpt_path={last}"], tmp_path / "resumed"
+    )
+    train(resumed)
+    expected = read_metrics(tmp_path / "straight")["history"]
+    got = read_metrics(tmp_path / "resumed")["history"]
+    assert [row["epoch"] for row in got] == [0, 1, 2, 3]
+    # The checkpoint of epoch 1 was written after its validation, before its train metrics.
+    assert set(got[1]) == {"epoch", "val/loss", "val/acc", "val/f1"}
+    for want, have in zip(expected, got, strict=True):
+        assert have == pytest.approx({k: want[k] for k in have}, rel=1e-5), have["epoch"]
+    assert set(got[3]) == set(expected[3])

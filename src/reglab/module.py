@@ -45,6 +45,8 @@ class RegLabModule(L.LightningModule):
             raise ConfigError("data.task", f"unknown task {task!r}; valid: {', '.join(TASKS)}")
         self.save_hyperparameters()
         self.net = build_net(model, input_shape, num_outputs)
+        # Lets the model summary show tensor sizes and `logger.log_graph=true` trace the net.
+        self.example_input_array = torch.zeros(2, *input_shape)
         self.task = task
         self.log_every_step = log_every_step
         template = _metrics(task, num_outputs)

@@ -41,6 +41,7 @@ def train(cfg: DictConfig) -> float | None:
         optimizer=_plain(cfg.optimizer),
         scheduler=_plain(cfg.get("scheduler")),
         monitor=cfg.monitor,
+        log_every_step=cfg.get("log_every_step", False),
     )
     history = EpochHistory()
     callbacks = [history, *_instantiate_all(cfg.get("callbacks"))]

@@ -1,8 +1,9 @@
 """Records every epoch's logged metrics (train and val) for `metrics.json`; driven by `callbacks`.
 
-It does not change training. Lightning publishes an epoch's train metrics only after every
-`on_train_epoch_end` hook has run, so the snapshot of epoch k is taken when epoch k+1 starts, and
-the last one when training ends (whether max_epochs or early stopping ended it).
+It does not change training. Validation metrics are taken when validation ends; Lightning
+publishes an epoch's train metrics only after every `on_train_epoch_end` hook, so they are merged
+in when the next epoch starts or training ends. A checkpoint written at the end of validation
+carries the history up to then: after a resume, that epoch's row has its val metrics only.
 """
 
 from __future__ import annotations
@@ -13,33 +14,47 @@ import lightning as L
 
 
 class EpochHistory(L.Callback):
-    """Keeps one dict of scalar metrics per finished epoch in `self.epochs`."""
+    """Keeps one dict of scalar metrics per epoch in `self.epochs` (sorted by epoch)."""
 
     def __init__(self) -> None:
         self.epochs: list[dict[str, float]] = []
-        self._finished_epoch: int | None = None  # ended, not yet recorded
+        self._finished_epoch: int | None = None  # train metrics not yet merged
 
-    def _snapshot(self, trainer: L.Trainer) -> None:
-        epoch, self._finished_epoch = self._finished_epoch, None
-        if epoch is None:
-            return
-        row: dict[str, float] = {"epoch": epoch}
+    def _row(self, epoch: int) -> dict[str, float]:
+        for row in self.epochs:
+            if row["epoch"] == epoch:
+                return row
+        self.epochs.append({"epoch": epoch})
+        self.epochs.sort(key=lambda row: row["epoch"])
+        return self._row(epoch)
+
+    def _merge(self, trainer: L.Trainer, epoch: int, validation: bool) -> None:
+        row = self._row(epoch)
         for name, value in trainer.callback_metrics.items():
-            if getattr(value, "numel", lambda: 1)() == 1:
+            if name.startswith("val/") == validation and value.numel() == 1:
                 row[name] = float(value)
-        self.epochs.append(row)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Record this epoch's validation metrics (not the sanity check's)."""
+        if not trainer.sanity_checking:
+            self._merge(trainer, trainer.current_epoch, validation=True)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        """Remember which epoch just ended; its metrics are published after this hook."""
+        """Remember which epoch just ended; its train metrics are published after this hook."""
         self._finished_epoch = trainer.current_epoch
 
+    def _merge_finished(self, trainer: L.Trainer) -> None:
+        if self._finished_epoch is not None:
+            self._merge(trainer, self._finished_epoch, validation=False)
+            self._finished_epoch = None
+
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        """Snapshot the previous epoch, whose metrics are now final."""
-        self._snapshot(trainer)
+        """Merge the previous epoch's train metrics, now final."""
+        self._merge_finished(trainer)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        """Snapshot the last epoch."""
-        self._snapshot(trainer)
+        """Merge the last epoch's train metrics."""
+        self._merge_finished(trainer)
 
     def frozen(self) -> EpochHistory:
         """A copy that later checkpoint restores (e.g. by `Trainer.test`) leave alone."""
@@ -57,8 +72,8 @@ class EpochHistory(L.Callback):
 
     def state_dict(self) -> dict[str, Any]:
         """Resume keeps the history of the epochs before the checkpoint."""
-        return {"epochs": self.epochs}
+        return {"epochs": [dict(row) for row in self.epochs]}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Restore the history saved in a checkpoint."""
-        self.epochs = list(state_dict["epochs"])
+        self.epochs = [dict(row) for row in state_dict["epochs"]]

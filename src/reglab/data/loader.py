@@ -55,7 +55,9 @@ class TensorBatchLoader:
         self.x, self.y = x, y
         self.batch_size = batch_size
         self.shuffle = shuffle
+        # Lightning looks for `sampler.set_epoch` (and reads `batch_sampler`) on every loader.
         self.sampler = EpochSampler(seed)
+        self.batch_sampler = None
         self.rank, self.world_size = rank, world_size
         # A last batch of one sample breaks BatchNorm in training: drop it there.
         self.drop_singleton = drop_singleton

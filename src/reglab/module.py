@@ -93,6 +93,14 @@ class RegLabModule(L.LightningModule):
         outputs = self(batch[0] if isinstance(batch, (tuple, list)) else batch)
         return outputs.softmax(dim=-1) if self.task == "classification" else outputs
 
+    def epoch_data_loss(self, stage: str) -> float | None:
+        """Mean loss of the steps of the running epoch (None before its first step)."""
+        pending = self._epoch_outputs[stage]
+        if not pending:
+            return None
+        samples = sum(len(outputs) for outputs, _, _ in pending)
+        return float(sum(loss_sum for _, _, loss_sum in pending) / samples)
+
     def _log_epoch(self, stage: str) -> None:
         pending, self._epoch_outputs[stage] = self._epoch_outputs[stage], []
         if pending:

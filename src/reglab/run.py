@@ -23,6 +23,9 @@ from reglab.config import print_config, validate
 from reglab.errors import ConfigError, find_config_error
 from reglab.module import RegLabModule
 
+# Config groups whose option is one callback that acts on training (empty option: nothing).
+CONTROL_GROUPS = ("regularization", "dropout", "augmentation", "early_stopping")
+
 
 def train(cfg: DictConfig) -> float | None:
     """Run one experiment from a composed config; return the value of `optimized_metric`."""
@@ -44,7 +47,8 @@ def train(cfg: DictConfig) -> float | None:
         log_every_step=cfg.get("log_every_step", False),
     )
     history = EpochHistory()
-    callbacks = [history, *_instantiate_all(cfg.get("callbacks"))]
+    controls = [_instantiate(cfg[g]) for g in CONTROL_GROUPS if cfg.get(g) and "_target_" in cfg[g]]
+    callbacks = [history, *controls, *_instantiate_all(cfg.get("callbacks"))]
     loggers = _instantiate_all(cfg.get("logger"))
     trainer: L.Trainer = _instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
 

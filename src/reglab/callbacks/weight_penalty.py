@@ -1,0 +1,145 @@
+"""Adds an L1 / L2 / ElasticNet weight penalty to training; driven by the `regularization` group.
+
+`method: gradient` adds strength * dR/dw to `param.grad` in `on_before_optimizer_step`: after AMP
+unscaling and the DDP all-reduce, once per optimizer step whatever `accumulate_grad_batches` is,
+and before gradient clipping. That equals adding strength * R(w) to the loss through autograd.
+`method: proximal` applies the L1 part after each optimizer step as soft-thresholding with
+threshold lr * strength * l1_ratio, so weights reach exact zeros (the L2 part stays a gradient).
+The strength can ramp linearly from 0 over `warmup_epochs`. Each epoch it logs the penalty, the
+data loss, their sum, the L1/L2 norms of the penalized weights and their fraction of (near) zeros.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import torch
+from torch.utils.hooks import RemovableHandle
+
+from reglab.errors import ConfigError
+from reglab.regularization import PenaltyGroup, make_penalty, select_parameters
+
+METHODS = ("gradient", "proximal")
+NEAR_ZERO = 1e-3
+
+
+class WeightPenalty(L.Callback):
+    """Weight penalty strength * R(w) on the selected parameters (see module docstring)."""
+
+    def __init__(
+        self,
+        kind: str = "l2",
+        strength: float = 1e-4,
+        l1_ratio: float | None = None,
+        method: str = "gradient",
+        include: list[str] | None = None,
+        exclude: list[str] | None = None,
+        strengths: dict[str, float] | None = None,
+        warmup_epochs: int = 0,
+    ) -> None:
+        self.penalty = make_penalty(kind, l1_ratio)
+        if not isinstance(strength, (int, float)) or strength < 0:
+            raise ConfigError("regularization.strength", f"must be a number >= 0, got {strength!r}")
+        if method not in METHODS:
+            raise ConfigError(
+                "regularization.method", f"unknown method {method!r}; valid: {', '.join(METHODS)}"
+            )
+        if method == "proximal" and self.penalty.l1_ratio == 0:
+            raise ConfigError(
+                "regularization.method", "proximal needs an L1 part (l1 or elastic_net)"
+            )
+        if not isinstance(warmup_epochs, int) or warmup_epochs < 0:
+            raise ConfigError(
+                "regularization.warmup_epochs", f"must be an integer >= 0, got {warmup_epochs!r}"
+            )
+        for pattern, value in (strengths or {}).items():
+            if not isinstance(value, (int, float)) or value < 0:
+                raise ConfigError(
+                    f"regularization.strengths.{pattern}", f"must be >= 0, got {value!r}"
+                )
+        self.kind, self.strength, self.method = kind, float(strength), method
+        self.include, self.exclude, self.strengths = include, exclude, strengths
+        self.warmup_epochs = warmup_epochs
+        self.groups: list[PenaltyGroup] = []
+        self._scale = 1.0
+        self._hooks: list[RemovableHandle] = []
+
+    # --- set-up ---------------------------------------------------------------------------------
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        """Select the penalized parameters (after the module is built, before training)."""
+        self.groups = select_parameters(
+            pl_module, self.strength, self.include, self.exclude, self.strengths
+        )
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """For the proximal method, soft-threshold right after every optimizer step."""
+        if self.method == "proximal":
+            self._hooks = [
+                optimizer.register_step_post_hook(self._proximal_step)
+                for optimizer in trainer.optimizers
+            ]
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Remove the optimizer hooks."""
+        for hook in self._hooks:
+            hook.remove()
+        self._hooks = []
+
+    # --- the penalty ------------------------------------------------------------------------------
+    def scale(self, epoch: int) -> float:
+        """Warm-up factor: 0 at epoch 0, rising linearly to 1 at `warmup_epochs`."""
+        return 1.0 if self.warmup_epochs == 0 else min(1.0, epoch / self.warmup_epochs)
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Set this epoch's strength factor."""
+        self._scale = self.scale(trainer.current_epoch)
+
+    def on_before_optimizer_step(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: torch.optim.Optimizer
+    ) -> None:
+        """grad += strength * dR/dw (only the L2 part when L1 is applied proximally)."""
+        with_l1 = self.method == "gradient"
+        for group in self.groups:
+            pairs = [(p, p.grad) for p in group.params if p.grad is not None]
+            if pairs:
+                params, grads = map(list, zip(*pairs, strict=True))
+                self.penalty.add_gradient(params, grads, group.strength * self._scale, with_l1)
+
+    def _proximal_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        lr_of = {id(p): g["lr"] for g in optimizer.param_groups for p in g["params"]}
+        for group in self.groups:
+            by_lr: dict[float, list[torch.Tensor]] = {}
+            for param in group.params:
+                if id(param) in lr_of:
+                    by_lr.setdefault(float(lr_of[id(param)]), []).append(param)
+            for lr, params in by_lr.items():
+                self.penalty.proximal_step(params, lr * group.strength * self._scale)
+
+    def value(self) -> torch.Tensor:
+        """The current penalty: sum over groups of strength * warm-up factor * R(w)."""
+        total = torch.zeros(())
+        for group in self.groups:
+            total = total + group.strength * self._scale * self.penalty.value(group.params).cpu()
+        return total
+
+    # --- logging ----------------------------------------------------------------------------------
+    @torch.no_grad()
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Log penalty, data loss, objective, norms and sparsity of the penalized weights."""
+        params = [p.detach() for group in self.groups for p in group.params]
+        flat = torch.cat([p.reshape(-1) for p in params])
+        penalty = self.value().item()
+        stats = {
+            "reg/strength": self.strength * self._scale,
+            "reg/penalty": penalty,
+            "reg/l1_norm": flat.abs().sum().item(),
+            "reg/l2_norm": flat.norm().item(),
+            "reg/zero_fraction": (flat == 0).float().mean().item(),
+            "reg/near_zero_fraction": (flat.abs() < NEAR_ZERO).float().mean().item(),
+        }
+        data_loss = getattr(pl_module, "epoch_data_loss", lambda stage: None)("train")
+        if data_loss is not None:
+            stats["reg/data_loss"] = data_loss
+            stats["reg/objective"] = data_loss + penalty
+        pl_module.log_dict(stats, on_step=False, on_epoch=True, sync_dist=False)

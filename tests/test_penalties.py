@@ -1,0 +1,274 @@
+"""Weight penalties: the maths on bare tensors, and the callback equal to autograd on the loss."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import pytest
+import torch
+
+from reglab.callbacks import WeightPenalty
+from reglab.data.base import TensorDataModule
+from reglab.errors import ConfigError
+from reglab.module import RegLabModule
+from reglab.regularization import ElasticNet, make_penalty, select_parameters
+
+# --- the maths ------------------------------------------------------------------------------------
+
+
+def _tensors(seed: int = 0) -> list[torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    tensors = [torch.randn(5, 4, generator=generator, dtype=torch.float64) for _ in range(3)]
+    tensors[0][0, 0] = 0.0  # the subgradient at 0 is 0, as autograd's abs
+    return tensors
+
+
+@pytest.mark.parametrize("ratio", [0.0, 0.3, 1.0])
+def test_value_is_the_textbook_formula(ratio):
+    params = _tensors()
+    expected = sum(ratio * p.abs().sum() + (1 - ratio) * (p**2).sum() for p in params)
+    assert ElasticNet(ratio).value(params).item() == pytest.approx(expected.item(), rel=1e-12)
+
+
+@pytest.mark.parametrize("ratio", [0.0, 0.3, 1.0])
+def test_gradient_equals_autograd_of_the_penalty(ratio):
+    params = [p.requires_grad_() for p in _tensors()]
+    strength = 0.7
+    (strength * ElasticNet(ratio).value(params)).backward()
+    expected = [p.grad.clone() for p in params]
+    grads = [torch.zeros_like(p) for p in params]
+    ElasticNet(ratio).add_gradient([p.detach() for p in params], grads, strength)
+    for got, want in zip(grads, expected, strict=True):
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
+
+
+def test_l2_part_only_when_l1_is_proximal():
+    params = _tensors()
+    grads = [torch.zeros_like(p) for p in params]
+    ElasticNet(0.25).add_gradient(params, grads, 2.0, with_l1=False)
+    for grad, param in zip(grads, params, strict=True):
+        torch.testing.assert_close(grad, 2 * 2.0 * 0.75 * param)
+
+
+def test_proximal_step_soft_thresholds():
+    params = _tensors()
+    before = [p.clone() for p in params]
+    ElasticNet(0.5).proximal_step(params, 0.8)  # shrink by 0.8 * 0.5 = 0.4
+    for new, old in zip(params, before, strict=True):
+        expected = torch.sign(old) * torch.clamp(old.abs() - 0.4, min=0)
+        torch.testing.assert_close(new, expected, rtol=0, atol=1e-15)
+        assert ((old.abs() <= 0.4) == (new == 0)).all()
+
+
+def test_make_penalty_checks_kind_and_ratio():
+    assert make_penalty("l1").l1_ratio == 1 and make_penalty("l2").l1_ratio == 0
+    assert make_penalty("elastic_net", 0.2).l1_ratio == 0.2
+    with pytest.raises(ConfigError, match="regularization.kind.*l1, l2, elastic_net"):
+        make_penalty("l3")
+    for ratio in (-0.1, 1.5, None):
+        with pytest.raises(ConfigError, match="regularization.l1_ratio"):
+            make_penalty("elastic_net", ratio)
+
+
+# --- parameter selection --------------------------------------------------------------------------
+
+SPEC = {
+    "layers": [
+        {"linear": {"out_features": 12}},
+        "batch_norm1d",
+        "tanh",
+        {"linear": {"out_features": 12}},
+        "relu",
+    ]
+}
+
+
+def _module(**kwargs) -> RegLabModule:
+    torch.manual_seed(0)
+    return RegLabModule(SPEC, [6], 3, **kwargs)
+
+
+def test_default_selection_is_weights_only():
+    (group,) = select_parameters(_module(), 0.1)
+    assert group.names == ["net.linear_1.weight", "net.linear_2.weight", "net.head.weight"]
+
+
+def test_include_exclude_and_per_pattern_strengths():
+    module = _module()
+    groups = select_parameters(
+        module, 0.1, exclude=["net.linear_1.*"], strengths={"net.head.*": 0.5}
+    )
+    by_strength = {g.strength: g.names for g in groups}
+    assert by_strength == {0.1: ["net.linear_2.weight"], 0.5: ["net.head.weight"]}
+    (only_biases,) = select_parameters(
+        module, 0.1, include=["*.bias"], exclude=["net.batch_norm1d.*"]
+    )
+    assert only_biases.names == ["net.linear_1.bias", "net.linear_2.bias", "net.head.bias"]
+    with pytest.raises(ConfigError, match="regularization.include"):
+        select_parameters(module, 0.1, include=["nothing.*"])
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "key"),
+    [
+        ({"strength": -1.0}, "regularization.strength"),
+        ({"kind": "elastic_net", "l1_ratio": 2.0}, "regularization.l1_ratio"),
+        ({"method": "newton"}, "regularization.method"),
+        ({"kind": "l2", "method": "proximal"}, "regularization.method"),
+        ({"warmup_epochs": -2}, "regularization.warmup_epochs"),
+        ({"strengths": {"net.head.*": -0.1}}, "regularization.strengths.net.head.*"),
+    ],
+)
+def test_bad_values_fail_at_construction(kwargs, key):
+    with pytest.raises(ConfigError) as error:
+        WeightPenalty(**kwargs)
+    assert error.value.key == key
+
+
+# --- the callback equals autograd on the loss -------------------------------------------------------
+
+
+class RandomData(TensorDataModule):
+    """64 samples, 6 features, 3 classes; fixed order (shuffle off) so runs can be compared."""
+
+    def __init__(self, batch_size: int) -> None:
+        super().__init__(batch_size=batch_size, val_fraction=0.1, test_fraction=0.1)
+
+    def load_arrays(self):
+        rng = np.random.default_rng(0)
+        return rng.standard_normal((80, 6)).astype(np.float32), rng.integers(0, 3, 80)
+
+    def setup(self, stage=None):
+        super().setup(stage)
+        self._loaders["train"].shuffle = False
+
+
+class AutogradPenalty(RegLabModule):
+    """The reference: strength * R(weights) added to the training loss, differentiated by autograd."""
+
+    def __init__(self, *args, kind: str, strength: float, l1_ratio=None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.reference_penalty = make_penalty(kind, l1_ratio)
+        self.reference_strength = strength
+
+    def training_step(self, batch, batch_idx):
+        loss = super().training_step(batch, batch_idx)
+        weights = [p for p in self.net.parameters() if p.ndim > 1]
+        return loss + self.reference_strength * self.reference_penalty.value(weights)
+
+
+OPTIMIZERS = {
+    "sgd": {"_target_": "torch.optim.SGD", "lr": 0.1, "momentum": 0.9},
+    "adam": {"_target_": "torch.optim.Adam", "lr": 0.01},
+}
+PENALTIES = [
+    {"kind": "l1", "strength": 0.05},
+    {"kind": "l2", "strength": 0.05},
+    {"kind": "elastic_net", "strength": 0.05, "l1_ratio": 0.3},
+]
+
+
+def _fit(
+    penalty: dict | None,
+    reference: bool,
+    optimizer: str,
+    batch_size: int = 16,
+    steps: int = 3,
+    spec: dict = SPEC,
+    **trainer_kwargs,
+) -> dict[str, torch.Tensor]:
+    torch.manual_seed(0)
+    common = {"optimizer": OPTIMIZERS[optimizer], "task": "classification"}
+    if reference and penalty:
+        module = AutogradPenalty(spec, [6], 3, **common, **penalty)
+    else:
+        module = RegLabModule(spec, [6], 3, **common)
+    callbacks = [WeightPenalty(**penalty)] if penalty and not reference else []
+    trainer = L.Trainer(
+        max_steps=steps,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        callbacks=callbacks,
+        accelerator="cpu",
+        devices=1,
+        **{"precision": "64-true", **trainer_kwargs},
+    )
+    trainer.fit(module, datamodule=RandomData(batch_size))
+    return {name: p.detach().double().clone() for name, p in module.named_parameters()}
+
+
+def _assert_same(got: dict, want: dict, atol: float) -> None:
+    for name in want:
+        torch.testing.assert_close(got[name], want[name], rtol=0, atol=atol, msg=name)
+
+
+@pytest.mark.parametrize("optimizer", sorted(OPTIMIZERS))
+@pytest.mark.parametrize("penalty", PENALTIES, ids=lambda p: p["kind"])
+def test_callback_step_equals_autograd_penalty_float64(penalty, optimizer):
+    got = _fit(penalty, reference=False, optimizer=optimizer)
+    want = _fit(penalty, reference=True, optimizer=optimizer)
+    _assert_same(got, want, atol=1e-10)
+    unpenalized = _fit(None, reference=False, optimizer=optimizer)
+    assert not torch.allclose(got["net.head.weight"], unpenalized["net.head.weight"], atol=1e-6)
+
+
+@pytest.mark.parametrize("penalty", PENALTIES, ids=lambda p: p["kind"])
+def test_equal_under_gradient_accumulation(penalty):
+    # 4 micro-batches of 4 per optimizer step: the penalty is added once per step, not 4 times.
+    got = _fit(penalty, False, "sgd", batch_size=4, steps=2, accumulate_grad_batches=4)
+    want = _fit(penalty, True, "sgd", batch_size=4, steps=2, accumulate_grad_batches=4)
+    _assert_same(got, want, atol=1e-10)
+
+
+@pytest.mark.parametrize("penalty", PENALTIES, ids=lambda p: p["kind"])
+def test_equal_under_bf16_mixed_precision(penalty):
+    # Master weights and unscaled gradients stay float32: only float32 rounding separates the two.
+    got = _fit(penalty, False, "adam", precision="bf16-mixed")
+    want = _fit(penalty, True, "adam", precision="bf16-mixed")
+    _assert_same(got, want, atol=1e-6)
+    unpenalized = _fit(None, False, "adam", precision="bf16-mixed")
+    assert (got["net.head.weight"] - unpenalized["net.head.weight"]).abs().max() > 1e-3
+
+
+class SaveWeightsPerRank(L.Callback):
+    def __init__(self, folder: str) -> None:
+        self.folder = folder
+
+    def on_train_end(self, trainer, pl_module):
+        weights = {n: p.detach().clone() for n, p in pl_module.named_parameters()}
+        torch.save(weights, Path(self.folder) / f"rank{trainer.global_rank}.pt")
+
+
+# BatchNorm statistics are per rank under DDP (without SyncBatchNorm): leave it out here.
+SPEC_WITHOUT_BN = {"layers": [layer for layer in SPEC["layers"] if layer != "batch_norm1d"]}
+
+
+@pytest.mark.parametrize("penalty", [PENALTIES[2]], ids=["elastic_net"])
+def test_ddp_two_processes_equal_one_process_on_the_global_batch(tmp_path, penalty):
+    torch.manual_seed(0)
+    module = RegLabModule(SPEC_WITHOUT_BN, [6], 3, optimizer=OPTIMIZERS["sgd"])
+    trainer = L.Trainer(
+        max_steps=3,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        accelerator="cpu",
+        devices=2,
+        strategy="ddp_spawn",
+        precision="64-true",
+        callbacks=[WeightPenalty(**penalty), SaveWeightsPerRank(str(tmp_path))],
+    )
+    trainer.fit(module, datamodule=RandomData(batch_size=8))  # 2 ranks x 8 = global batch 16
+    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
+    _assert_same(ranks[1], ranks[0], atol=0.0)
+    single = _fit(penalty, reference=True, optimizer="sgd", batch_size=16, spec=SPEC_WITHOUT_BN)
+    _assert_same(ranks[0], single, atol=1e-10)

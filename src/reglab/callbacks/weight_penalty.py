@@ -102,7 +102,7 @@ class WeightPenalty(L.Callback):
         with_l1 = self.method == "gradient"
         for group in self.groups:
             pairs = [(p, p.grad) for p in group.params if p.grad is not None]
-            if pairs:
+            if pairs and group.strength * self._scale > 0:
                 params, grads = map(list, zip(*pairs, strict=True))
                 self.penalty.add_gradient(params, grads, group.strength * self._scale, with_l1)
 
@@ -114,6 +114,7 @@ class WeightPenalty(L.Callback):
                 if id(param) in lr_of:
                     by_lr.setdefault(float(lr_of[id(param)]), []).append(param)
             for lr, params in by_lr.items():
+                # proximal_step skips a zero threshold (strength 0, or the warm-up's first epoch)
                 self.penalty.proximal_step(params, lr * group.strength * self._scale)
 
     def value(self) -> torch.Tensor:

@@ -37,7 +37,7 @@ def select_parameters(
     exclude: list[str] | None = None,
     strengths: dict[str, float] | None = None,
 ) -> list[PenaltyGroup]:
-    """Group the penalized parameters of `module` by strength (zero-strength groups dropped)."""
+    """Group the penalized parameters of `module` by strength."""
     include, exclude, strengths = list(include or []), list(exclude or []), dict(strengths or {})
     groups: dict[float, PenaltyGroup] = {}
     for name, param in module.named_parameters():
@@ -59,4 +59,4 @@ def select_parameters(
             "regularization.include",
             f"selects no parameter; names look like: {', '.join(n for n, _ in module.named_parameters())}",
         )
-    return [group for group in groups.values() if group.strength > 0]
+    return list(groups.values())

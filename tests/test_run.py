@@ -22,7 +22,13 @@ def test_selu_net_default_run_reaches_95_percent_and_writes_everything(make_cfg,
     metrics = read_metrics(run_dir)
     assert metrics["status"] == "ok"
     assert metrics["test"]["test/acc"] >= 0.95
-    assert metrics["epochs_run"] == cfg.trainer.max_epochs == len(metrics["history"])
+    assert metrics["epochs_run"] == len(metrics["history"]) <= cfg.trainer.max_epochs
+    if (
+        metrics["stopped_epoch"] is not None
+    ):  # early stopping (early_stopping=val_loss, the default)
+        assert metrics["epochs_run"] == metrics["stopped_epoch"] + 1
+        assert metrics["stopped_epoch"] - metrics["best_epoch"] == cfg.early_stopping.patience
+    assert metrics["best_val/loss"] == metrics["best"]["val/loss"]
     assert objective == pytest.approx(metrics["best"]["val/loss"])
     best_losses = [row["val/loss"] for row in metrics["history"]]
     assert metrics["best"]["val/loss"] == min(best_losses)
@@ -37,7 +43,7 @@ def test_selu_net_default_run_reaches_95_percent_and_writes_everything(make_cfg,
     scalars = set(events.Tags()["scalars"])
     for tag in ("train/loss", "train/acc", "val/loss", "val/acc", "test/loss", "test/acc"):
         assert tag in scalars, f"{tag} missing from TensorBoard: {sorted(scalars)}"
-    assert len(events.Scalars("val/loss")) == cfg.trainer.max_epochs
+    assert len(events.Scalars("val/loss")) == metrics["epochs_run"]
 
 
 def test_test_metrics_come_from_the_best_checkpoint(make_cfg, tmp_path):

@@ -57,6 +57,13 @@ class RegLabModule(L.LightningModule):
         )
         self._epoch_outputs: dict[str, list] = {stage: [] for stage in STAGES}
 
+    def metric_names(self, stage: str) -> list[str]:
+        """Names this module logs for `stage`, e.g. val/loss, val/acc, val/f1."""
+        return [
+            f"{stage}/loss",
+            *(f"{stage}/{name}" for name in self.metrics["train_"].keys(keep_base=True)),
+        ]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Raw net outputs: logits for classification, predictions for regression."""
         return self.net(x)

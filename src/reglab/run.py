@@ -46,6 +46,12 @@ def train(cfg: DictConfig) -> float | None:
         monitor=cfg.monitor,
         log_every_step=cfg.get("log_every_step", False),
     )
+    if cfg.monitor not in model.metric_names("val"):
+        raise ConfigError(
+            "monitor",
+            f"{cfg.monitor!r} is not logged for {datamodule.task}; valid: "
+            + ", ".join(model.metric_names("val")),
+        )
     history = EpochHistory()
     controls = [_instantiate(cfg[g]) for g in CONTROL_GROUPS if cfg.get(g) and "_target_" in cfg[g]]
     callbacks = [history, *controls, *_instantiate_all(cfg.get("callbacks"))]
@@ -53,8 +59,10 @@ def train(cfg: DictConfig) -> float | None:
     trainer: L.Trainer = _instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
 
     trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
-    # Freeze the history now: testing on a checkpoint restores callback states, this one included.
+    # Read fit results now: testing on a checkpoint restores callback states (history, stopper).
     history = history.frozen()
+    stopper = trainer.early_stopping_callback
+    stopped_epoch = stopper.stopped_epoch if stopper and stopper.stopped_epoch else None
     best_checkpoint = (
         trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
     )
@@ -62,7 +70,9 @@ def train(cfg: DictConfig) -> float | None:
         model, datamodule=datamodule, ckpt_path=best_checkpoint or None, verbose=False
     )
 
-    summary = _summary(cfg, trainer, history, test[0] if test else {}, best_checkpoint, started)
+    summary = _summary(
+        cfg, history, stopped_epoch, test[0] if test else {}, best_checkpoint, started
+    )
     if cfg.get("keep_outputs", True):
         _write_outputs(cfg, trainer, summary)
     else:
@@ -95,8 +105,8 @@ def _instantiate_all(group: DictConfig | None) -> list:
 
 def _summary(
     cfg: DictConfig,
-    trainer: L.Trainer,
     history: EpochHistory,
+    stopped_epoch: int | None,
     test: dict[str, float],
     best_checkpoint: str,
     started: float,
@@ -110,6 +120,8 @@ def _summary(
         "monitor": cfg.monitor,
         "monitor_mode": mode,
         "best_epoch": best["epoch"] if best else None,
+        f"best_{cfg.monitor}": best.get(cfg.monitor) if best else None,
+        "stopped_epoch": stopped_epoch,
         "epochs_run": len(history.epochs),
         "wall_time_s": round(time.perf_counter() - started, 3),
         "final": history.epochs[-1] if history.epochs else {},

@@ -42,6 +42,8 @@ class TensorDataModule(L.LightningDataModule):
         standardize: bool = True,
         standardize_target: bool = True,
         shuffle_seed: int = 0,
+        train_fraction: float = 1.0,
+        label_noise: float = 0.0,
     ) -> None:
         super().__init__()
         if not isinstance(batch_size, int) or batch_size < 1:
@@ -49,6 +51,12 @@ class TensorDataModule(L.LightningDataModule):
         for key, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
             if not 0 < value < 1:
                 raise ConfigError(f"data.{key}", f"must be in (0, 1), got {value!r}")
+        if not 0 < train_fraction <= 1:
+            raise ConfigError("data.train_fraction", f"must be in (0, 1], got {train_fraction!r}")
+        if not 0 <= label_noise <= 1:
+            raise ConfigError("data.label_noise", f"must be in [0, 1], got {label_noise!r}")
+        if label_noise and self.task != "classification":
+            raise ConfigError("data.label_noise", "applies to classification data only")
         if val_fraction + test_fraction >= 1:
             raise ConfigError("data.val_fraction", "val_fraction + test_fraction must be < 1")
         self.batch_size = batch_size
@@ -57,6 +65,7 @@ class TensorDataModule(L.LightningDataModule):
         self.standardize = standardize
         self.standardize_target = standardize_target
         self.shuffle_seed = shuffle_seed
+        self.train_fraction, self.label_noise = train_fraction, label_noise
         self._loaders: dict[str, TensorBatchLoader] = {}
 
     # --- what subclasses provide -------------------------------------------------------------
@@ -92,6 +101,7 @@ class TensorDataModule(L.LightningDataModule):
         arrays = self.load_arrays()
         raw = arrays if isinstance(arrays, dict) else {"all": arrays}
         parts = self._split(raw)
+        parts["train"] = self._degrade(*parts["train"])
         x_train = parts["train"][0]
         if self.standardize:
             mean, std = _moments(x_train)
@@ -125,6 +135,21 @@ class TensorDataModule(L.LightningDataModule):
             stratify=y_rest if stratify else None,
         )
         return {"train": (x_train, y_train), "val": (x_val, y_val), "test": (x_test, y_test)}
+
+    def _degrade(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Keep `train_fraction` of the training split; give `label_noise` of it random labels.
+
+        Val and test stay clean: this is how one builds an overfitting fixture.
+        """
+        rng = np.random.default_rng([self.split_seed, 1])
+        if self.train_fraction < 1:
+            keep = rng.permutation(len(x))[: max(1, round(self.train_fraction * len(x)))]
+            x, y = x[np.sort(keep)], y[np.sort(keep)]
+        if self.label_noise > 0:
+            y = y.copy()
+            noisy = rng.permutation(len(y))[: round(self.label_noise * len(y))]
+            y[noisy] = rng.integers(0, int(y.max()) + 1, len(noisy))  # uniform over all classes
+        return x, y
 
     def _to_tensors(self, x: np.ndarray, y: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         xt = torch.as_tensor(np.ascontiguousarray(x), dtype=torch.float32)

@@ -1,6 +1,17 @@
 """Callbacks that act on training; one per file, each driven by one config group."""
 
+from reglab.callbacks.dropout_schedule import DropoutSchedule
+from reglab.callbacks.freeze_batchnorm import FreezeBatchNorm
 from reglab.callbacks.history import EpochHistory
+from reglab.callbacks.mc_dropout import MCDropout
+from reglab.callbacks.mode_audit import EvalModeAudit
 from reglab.callbacks.weight_penalty import WeightPenalty
 
-__all__ = ["EpochHistory", "WeightPenalty"]
+__all__ = [
+    "DropoutSchedule",
+    "EpochHistory",
+    "EvalModeAudit",
+    "FreezeBatchNorm",
+    "MCDropout",
+    "WeightPenalty",
+]

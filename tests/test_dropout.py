@@ -1,0 +1,264 @@
+"""Dropout and eval-mode control: schedules, MC dropout, BatchNorm freezing, the audit."""
+
+from __future__ import annotations
+
+import lightning as L
+import pytest
+import torch
+from torch import nn
+
+from conftest import compose_config, read_metrics
+from reglab.callbacks import DropoutSchedule, EvalModeAudit, FreezeBatchNorm, MCDropout
+from reglab.callbacks.dropout_schedule import dropout_modules
+from reglab.callbacks.mc_dropout import mc_predict
+from reglab.data import DigitsDataModule
+from reglab.errors import ConfigError
+from reglab.module import RegLabModule
+from reglab.run import _plain, train
+
+# --- schedules ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "expected"),
+    [
+        ({"schedule": "constant", "p": 0.3}, [0.3, 0.3, 0.3, 0.3, 0.3, 0.3]),
+        (
+            {"schedule": "linear", "p_start": 0.0, "p_end": 0.5, "epochs": 6},
+            [0, 0.1, 0.2, 0.3, 0.4, 0.5],
+        ),
+        (
+            {"schedule": "step", "p": 0.4, "step_size": 2, "gamma": 0.5},
+            [0.4, 0.4, 0.2, 0.2, 0.1, 0.1],
+        ),
+        ({"schedule": "early", "p": 0.3, "switch_epoch": 2}, [0.3, 0.3, 0, 0, 0, 0]),
+        ({"schedule": "late", "p": 0.3, "switch_epoch": 4}, [0, 0, 0, 0, 0.3, 0.3]),
+    ],
+    ids=lambda v: v["schedule"] if isinstance(v, dict) else None,
+)
+def test_schedule_values(kwargs, expected):
+    schedule = DropoutSchedule(**kwargs)
+    assert [schedule.p_at(epoch) for epoch in range(6)] == pytest.approx(expected)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "key"),
+    [
+        ({"p": 1.0}, "dropout.p"),
+        ({"p": -0.1}, "dropout.p"),
+        ({"p_end": 1.2}, "dropout.p_end"),
+        ({"schedule": "cosine"}, "dropout.schedule"),
+        ({"switch_epoch": -1}, "dropout.switch_epoch"),
+    ],
+)
+def test_bad_schedule_values(kwargs, key):
+    with pytest.raises(ConfigError) as error:
+        DropoutSchedule(**kwargs)
+    assert error.value.key == key
+
+
+def test_schedule_sets_every_kind_of_dropout_layer_each_epoch(tmp_path):
+    spec = {
+        "layers": [
+            {"conv3d": {"out_channels": 2, "kernel_size": 1}},
+            "dropout3d",
+            "flatten",
+            {"linear": {"out_features": 8}},
+            "dropout",
+            "selu",
+            "alpha_dropout",
+        ]
+    }
+    module = RegLabModule(spec, [1, 2, 2, 2], 3)
+    seen = []
+
+    class Record(L.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            if batch_idx == 0:
+                seen.append({type(m).__name__: m.p for m in dropout_modules(pl_module)})
+
+    from reglab.data import VolumesDataModule
+
+    trainer = L.Trainer(
+        max_epochs=4,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[DropoutSchedule("linear", p_start=0.0, p_end=0.3, epochs=4), Record()],
+    )
+    trainer.fit(module, datamodule=VolumesDataModule(n_samples=60, size=2))
+    assert [set(row) for row in seen] == [{"Dropout3d", "Dropout", "AlphaDropout"}] * 4
+    for epoch, row in enumerate(seen):
+        assert all(p == pytest.approx(0.1 * epoch) for p in row.values())
+
+
+def test_schedule_in_a_run_logs_p(tmp_path):
+    cfg = compose_config(
+        [
+            "model=mlp",
+            "dropout=schedule",
+            "dropout.schedule=early",
+            "dropout.switch_epoch=2",
+            "trainer.max_epochs=3",
+        ],
+        tmp_path / "run",
+    )
+    train(cfg)
+    history = read_metrics(tmp_path / "run")["history"]
+    assert [row["dropout/p"] for row in history] == pytest.approx([0.5, 0.5, 0.0])
+
+
+def test_schedule_without_dropout_layers_is_refused(make_cfg):
+    with pytest.raises(ConfigError, match="no dropout layer"):
+        train(make_cfg("model=fit_tanh", "data=function", "dropout=schedule"))
+
+
+# --- MC dropout ----------------------------------------------------------------------------------
+
+
+def _trained(model: str, tmp_path) -> tuple[RegLabModule, DigitsDataModule]:
+    cfg = compose_config(
+        [f"model={model}", "trainer.max_epochs=2", "logger=none"], tmp_path / model
+    )
+    train(cfg)
+    module = RegLabModule.load_from_checkpoint(read_metrics(tmp_path / model)["best_checkpoint"])
+    return module, DigitsDataModule()
+
+
+@pytest.mark.parametrize(("model", "layer"), [("selu_net", nn.AlphaDropout), ("cnn", nn.Dropout2d)])
+def test_mc_passes_differ_in_test_and_batchnorm_stats_stay(tmp_path, model, layer):
+    module, data = _trained(model, tmp_path)
+    assert any(isinstance(m, layer) for m in module.modules())
+    buffers = {
+        k: v.clone() for k, v in module.state_dict().items() if "running" in k or "tracked" in k
+    }
+    modes_before = [m.training for m in module.modules()]
+    trainer = L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False)
+    plain = trainer.test(module, datamodule=data, verbose=False)[0]
+    trainer = L.Trainer(
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[MCDropout(10)],
+    )
+    with_mc = trainer.test(module, datamodule=data, verbose=False)[0]
+    assert with_mc["test/mc_spread"] > 1e-4  # the passes differ
+    assert 0 < with_mc["test/mc_entropy"] <= torch.log(torch.tensor(10.0)).item()
+    assert with_mc["test/acc"] == plain["test/acc"]  # the deterministic metric is untouched
+    for name, value in buffers.items():
+        assert torch.equal(module.state_dict()[name], value), name
+    assert [m.training for m in module.modules()] == modes_before  # MC restored every mode
+
+    x = data.splits["test"].x[:16]
+    passes = mc_predict(module, x, 3)
+    assert not torch.allclose(passes[0], passes[1])
+
+
+def test_mc_in_a_run_logs_val_and_test(make_cfg, tmp_path):
+    train(make_cfg("model=mlp", "dropout=mc", "dropout.samples=4", "trainer.max_epochs=2"))
+    metrics = read_metrics(tmp_path / "run")
+    assert {"val/mc_acc", "val/mc_entropy"} <= set(metrics["final"])
+    assert {"test/mc_acc", "test/mc_loss", "test/mc_entropy", "test/mc_spread"} <= set(
+        metrics["test"]
+    )
+
+
+def test_bad_mc_values(make_cfg):
+    with pytest.raises(ConfigError, match="dropout.samples"):
+        MCDropout(samples=1)
+    with pytest.raises(ConfigError, match="classification"):
+        train(make_cfg("model=mlp", "data=regression", "dropout=mc"))
+
+
+# --- BatchNorm freezing ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("freeze_affine", [False, True])
+def test_freeze_bn_stops_running_stats_and_survives_validation(make_cfg, freeze_affine):
+    cfg = make_cfg("model=mlp", "model.norm=batch_norm1d")
+    module = RegLabModule(_plain(cfg.model), [64], 10)
+    snapshots, modes = [], []
+
+    class Record(L.Callback):
+        def on_train_epoch_end(self, trainer, pl_module):
+            bn = pl_module.net.block_1.batch_norm1d
+            snapshots.append((bn.running_mean.clone(), bn.weight.detach().clone()))
+
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            modes.append((trainer.current_epoch, pl_module.net.block_1.batch_norm1d.training))
+
+    trainer = L.Trainer(
+        max_epochs=4,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[FreezeBatchNorm(epoch=2, freeze_affine=freeze_affine), Record()],
+    )
+    trainer.fit(module, datamodule=DigitsDataModule(layout="flat"))
+    assert not torch.equal(snapshots[0][0], snapshots[1][0])  # moving before the freeze
+    assert torch.equal(snapshots[1][0], snapshots[2][0]) and torch.equal(
+        snapshots[2][0], snapshots[3][0]
+    )
+    assert all(training == (epoch < 2) for epoch, training in modes)
+    assert torch.equal(snapshots[1][1], snapshots[3][1]) == freeze_affine
+
+
+def test_freeze_bn_needs_batchnorm(make_cfg):
+    with pytest.raises(ConfigError, match="BatchNorm"):
+        train(make_cfg("model=selu_net", "dropout=freeze_bn"))
+
+
+# --- the audit -------------------------------------------------------------------------------------
+
+
+def test_audit_catches_dropout_left_on_in_validation():
+    class ForgetsEval(L.Callback):
+        def on_validation_epoch_start(self, trainer, pl_module):
+            pl_module.train()  # a buggy hook: dropout on during validation
+
+    module = RegLabModule(
+        {"layers": ["flatten", {"linear": {"out_features": 8}}, "dropout"]}, [64], 10
+    )
+    trainer = L.Trainer(
+        max_epochs=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[ForgetsEval(), EvalModeAudit()],
+    )
+    with pytest.raises(
+        RuntimeError,
+        match=r"validation ran with modules in train mode .*: \(root\), flatten, linear, dropout",
+    ):
+        trainer.fit(module, datamodule=DigitsDataModule(layout="flat"))
+
+
+# --- the overfitting fixture: dropout narrows the gap ------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_dropout_narrows_the_train_val_gap_under_label_noise(tmp_path, seed):
+    finals = {}
+    for p in (0.0, 0.5):
+        run_dir = tmp_path / f"p{p}"
+        cfg = compose_config(
+            [
+                "model=mlp",
+                "model.width=512",
+                f"model.dropout={p}",
+                "data.label_noise=0.3",
+                "early_stopping=none",
+                "trainer.max_epochs=60",
+                "logger=none",
+                f"seed={seed}",
+            ],
+            run_dir,
+        )
+        train(cfg)
+        finals[p] = read_metrics(run_dir)["final"]
+    gap = {p: f["train/acc"] - f["val/acc"] for p, f in finals.items()}
+    assert gap[0.5] < gap[0.0] - 0.05, gap
+    assert finals[0.5]["val/acc"] > finals[0.0]["val/acc"] + 0.01, finals

@@ -1,5 +1,6 @@
 """Callbacks that act on training; one per file, each driven by one config group."""
 
+from reglab.callbacks.batch_augmentation import BatchAugmentation
 from reglab.callbacks.dropout_schedule import DropoutSchedule
 from reglab.callbacks.freeze_batchnorm import FreezeBatchNorm
 from reglab.callbacks.history import EpochHistory
@@ -8,6 +9,7 @@ from reglab.callbacks.mode_audit import EvalModeAudit
 from reglab.callbacks.weight_penalty import WeightPenalty
 
 __all__ = [
+    "BatchAugmentation",
     "DropoutSchedule",
     "EpochHistory",
     "EvalModeAudit",

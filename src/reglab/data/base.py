@@ -6,8 +6,10 @@ tensors to the training device once in `setup`, and serves `TensorBatchLoader` b
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
+from typing import Any
 
 import lightning as L
 import numpy as np
@@ -67,6 +69,8 @@ class TensorDataModule(L.LightningDataModule):
         self.shuffle_seed = shuffle_seed
         self.train_fraction, self.label_noise = train_fraction, label_noise
         self._loaders: dict[str, TensorBatchLoader] = {}
+        # Set by the augmentation callback; applied to training batches only.
+        self.train_batch_transform: Callable[[Any, L.Trainer], Any] | None = None
 
     # --- what subclasses provide -------------------------------------------------------------
     def load_arrays(
@@ -176,6 +180,14 @@ class TensorDataModule(L.LightningDataModule):
                 drop_singleton=name == "train",
                 pad_shards=name == "train",
             )
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Augment training batches on their device; evaluation batches pass untouched."""
+        # (The model summary also passes `example_input_array` through here: a bare tensor.)
+        is_batch = isinstance(batch, (tuple, list))
+        if self.train_batch_transform is not None and self.trainer.training and is_batch:
+            return self.train_batch_transform(batch, self.trainer)
+        return batch
 
     def train_dataloader(self) -> TensorBatchLoader:
         """Shuffled training batches."""

@@ -1,0 +1,106 @@
+"""Watches per-layer activation statistics and weight norms; driven by `callbacks` (default on).
+
+It does not change training. At the start of training (the net as initialized) and every
+`every_n_epochs` epochs after validation, it runs a fixed batch of validation inputs through the
+net in eval mode with forward hooks on every leaf layer, and records each layer's output mean and
+variance and each weight's Frobenius norm, in `self.records` and as TensorBoard scalars
+(`activations/<layer>/mean|var`, `weights/<name>`). This is how the SELU fixed point (mean 0,
+variance 1 from layer to layer) and a penalty's shrinkage become visible.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.loggers import TensorBoardLogger
+from torch import nn
+
+from reglab.errors import ConfigError
+
+
+def leaf_layers(net: nn.Module) -> list[tuple[str, nn.Module]]:
+    """(name, module) for every module without children, in forward order for a Sequential."""
+    return [(name, m) for name, m in net.named_modules() if name and not list(m.children())]
+
+
+class ActivationMonitor(L.Callback):
+    """Records activation mean/variance per layer and weight norms (see module docstring)."""
+
+    def __init__(self, every_n_epochs: int = 5, max_samples: int = 512) -> None:
+        for key, value in (("every_n_epochs", every_n_epochs), ("max_samples", max_samples)):
+            if not isinstance(value, int) or value < 1:
+                raise ConfigError(
+                    f"callbacks.activation_monitor.{key}", f"must be an integer >= 1, got {value!r}"
+                )
+        self.every_n_epochs, self.max_samples = every_n_epochs, max_samples
+        self.records: list[dict[str, Any]] = []
+        self._inputs: torch.Tensor | None = None
+
+    def _fixed_inputs(self, trainer: L.Trainer) -> torch.Tensor | None:
+        if self._inputs is None and trainer.datamodule is not None:
+            chunks, count = [], 0
+            for x, _ in trainer.datamodule.val_dataloader():
+                chunks.append(x)
+                count += len(x)
+                if count >= self.max_samples:
+                    break
+            self._inputs = torch.cat(chunks)[: self.max_samples] if chunks else None
+        return self._inputs
+
+    @torch.no_grad()
+    def measure(self, net: nn.Module, x: torch.Tensor) -> dict[str, dict[str, float]]:
+        """Output mean/variance of every leaf layer and the norm of every weight, for inputs x."""
+        stats: dict[str, dict[str, float]] = {"mean": {}, "var": {}, "weight_norm": {}}
+
+        def hook(name: str):
+            def record(module: nn.Module, inputs: Any, output: torch.Tensor) -> None:
+                stats["mean"][name] = output.float().mean().item()
+                stats["var"][name] = output.float().var().item()
+
+            return record
+
+        handles = [m.register_forward_hook(hook(name)) for name, m in leaf_layers(net)]
+        modes = {m: m.training for m in net.modules()}
+        net.eval()
+        try:
+            net(x)
+        finally:
+            for handle in handles:
+                handle.remove()
+            for module, mode in modes.items():
+                module.train(mode)
+        for name, parameter in net.named_parameters():
+            if parameter.ndim > 1:
+                stats["weight_norm"][name] = parameter.norm().item()
+        return stats
+
+    def _record(self, trainer: L.Trainer, pl_module: L.LightningModule, epoch: int) -> None:
+        x = self._fixed_inputs(trainer)
+        if x is None:
+            return
+        net = getattr(pl_module, "net", pl_module)
+        stats = self.measure(net, x.to(pl_module.device))
+        self.records.append({"epoch": epoch, **stats})
+        for logger in trainer.loggers:
+            if isinstance(logger, TensorBoardLogger) and trainer.is_global_zero:
+                for name in stats["mean"]:
+                    logger.experiment.add_scalar(
+                        f"activations/{name}/mean", stats["mean"][name], epoch + 1
+                    )
+                    logger.experiment.add_scalar(
+                        f"activations/{name}/var", stats["var"][name], epoch + 1
+                    )
+                for name, norm in stats["weight_norm"].items():
+                    logger.experiment.add_scalar(f"weights/{name}", norm, epoch + 1)
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Measure the net as initialized (recorded as epoch -1)."""
+        if not self.records:
+            self._record(trainer, pl_module, epoch=-1)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Measure every `every_n_epochs` epochs."""
+        if not trainer.sanity_checking and (trainer.current_epoch + 1) % self.every_n_epochs == 0:
+            self._record(trainer, pl_module, epoch=trainer.current_epoch)

@@ -272,3 +272,14 @@ def test_ddp_two_processes_equal_one_process_on_the_global_batch(tmp_path, penal
     _assert_same(ranks[1], ranks[0], atol=0.0)
     single = _fit(penalty, reference=True, optimizer="sgd", batch_size=16, spec=SPEC_WITHOUT_BN)
     _assert_same(ranks[0], single, atol=1e-10)
+
+
+@pytest.mark.parametrize("penalty", PENALTIES, ids=lambda p: p["kind"])
+def test_penalty_gradient_is_added_before_clipping(penalty):
+    # Lightning clips after on_before_optimizer_step: the clipped gradient includes the penalty,
+    # exactly as when the penalty is part of the loss.
+    got = _fit(penalty, False, "sgd", gradient_clip_val=0.05)
+    want = _fit(penalty, True, "sgd", gradient_clip_val=0.05)
+    _assert_same(got, want, atol=1e-10)
+    unclipped = _fit(penalty, False, "sgd")
+    assert not torch.allclose(got["net.head.weight"], unclipped["net.head.weight"], atol=1e-6)

@@ -9,6 +9,7 @@ from omegaconf import DictConfig
 from reglab.cli import exit_on_unknown_group_options
 from reglab.errors import find_config_error
 from reglab.run import train
+from reglab.sweep import register_resolvers
 
 CONF_DIR = Path(__file__).resolve().parent / "conf"
 
@@ -28,4 +29,5 @@ def main(cfg: DictConfig) -> float | None:
 
 if __name__ == "__main__":
     exit_on_unknown_group_options(CONF_DIR)
+    register_resolvers()
     main()

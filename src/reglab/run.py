@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
+import socket
 import time
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
+from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning.pytorch.loggers import TensorBoardLogger
@@ -22,13 +25,41 @@ from reglab.callbacks import EpochHistory
 from reglab.config import print_config, validate
 from reglab.errors import ConfigError, find_config_error
 from reglab.module import RegLabModule
+from reglab.sweep import (
+    error_summary,
+    in_multirun,
+    read_status,
+    share_cores_between_parallel_jobs,
+    write_failure,
+)
 
 # Config groups whose option is one callback that acts on training (empty option: nothing).
 CONTROL_GROUPS = ("regularization", "dropout", "augmentation", "early_stopping")
 
 
 def train(cfg: DictConfig) -> float | None:
-    """Run one experiment from a composed config; return the value of `optimized_metric`."""
+    """Run one experiment from a composed config; return the value of `optimized_metric`.
+
+    In a multirun a failing job is recorded (`status: failed`) instead of stopping the sweep, and
+    with `+resume_sweep=<folder>` a job that already finished ok is skipped.
+    """
+    if not in_multirun():
+        return _train(cfg)
+    share_cores_between_parallel_jobs()
+    output_dir = Path(cfg.paths.output_dir)
+    previous = read_status(output_dir)
+    if cfg.get("resume_sweep") and previous and previous["status"] == "ok":
+        print(f"reglab: skipping {output_dir.name}: already ok")
+        return previous.get("objective")
+    try:
+        return _train(cfg)
+    except Exception as error:  # noqa: BLE001 - any job failure is recorded, the sweep goes on
+        write_failure(output_dir, cfg, error)
+        print(f"reglab: job {output_dir.name} failed: {error_summary(error)}")
+        return None
+
+
+def _train(cfg: DictConfig) -> float | None:
     started = time.perf_counter()
     validate(cfg)
     if cfg.get("print_config", True):
@@ -73,11 +104,12 @@ def train(cfg: DictConfig) -> float | None:
     summary = _summary(
         cfg, history, stopped_epoch, test[0] if test else {}, best_checkpoint, started
     )
+    summary["objective"] = _lookup(summary, cfg.get("optimized_metric"))
     if cfg.get("keep_outputs", True):
         _write_outputs(cfg, trainer, summary)
     else:
         _remove_outputs(Path(cfg.paths.output_dir))
-    return _lookup(summary, cfg.get("optimized_metric"))
+    return summary["objective"]
 
 
 def _plain(node: Any) -> Any:
@@ -116,6 +148,7 @@ def _summary(
     return {
         "status": "ok",
         "task_name": cfg.task_name,
+        "overrides": list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else [],
         "seed": cfg.seed,
         "monitor": cfg.monitor,
         "monitor_mode": mode,
@@ -124,6 +157,8 @@ def _summary(
         "stopped_epoch": stopped_epoch,
         "epochs_run": len(history.epochs),
         "wall_time_s": round(time.perf_counter() - started, 3),
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
         "final": history.epochs[-1] if history.epochs else {},
         "best": best or {},
         "test": {name: float(value) for name, value in test.items()},

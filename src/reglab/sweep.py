@@ -1,0 +1,128 @@
+"""Failure-tolerant, resumable multiruns.
+
+In a multirun (`python train.py -m ...`) a job that raises is recorded in its own `metrics.json`
+with `status: failed` and a one-line error, and the sweep goes on. `+resume_sweep=<sweep folder>`
+reruns the same sweep into that folder and skips every job whose `metrics.json` says `ok`.
+`SweepSummary` (a Hydra callback, in conf/hydra/default.yaml) prints ok/failed/skipped at the end
+and makes the command fail only when every job it ran failed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.experimental.callback import Callback
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+
+MAX_DIRNAME = 100
+
+
+def job_dirname(overrides: str) -> str:
+    """A job folder name from Hydra's override_dirname: no `/`, at most ~100 characters.
+
+    Registered as the `reglab_dirname` resolver (used by hydra.sweep.subdir): a value such as a
+    path would otherwise nest folders, and a long sweep would exceed file-name limits.
+    """
+    name = overrides.replace("/", "_")
+    if len(name) <= MAX_DIRNAME:
+        return name
+    digest = hashlib.sha1(overrides.encode()).hexdigest()[:8]
+    return f"{name[:MAX_DIRNAME]}~{digest}"
+
+
+def register_resolvers() -> None:
+    """Make `${reglab_dirname:...}` available to the configs (idempotent)."""
+    if not OmegaConf.has_resolver("reglab_dirname"):
+        OmegaConf.register_new_resolver("reglab_dirname", job_dirname)
+
+
+def in_multirun() -> bool:
+    """True inside a job of `python train.py -m ...`."""
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def share_cores_between_parallel_jobs() -> None:
+    """Under the joblib launcher, give each job cores / n_jobs torch threads (not all cores each)."""
+    if not in_multirun():
+        return
+    launcher = HydraConfig.get().launcher
+    n_jobs = launcher.get("n_jobs") if "joblib" in str(launcher.get("_target_", "")) else None
+    if n_jobs:
+        cores = os.cpu_count() or 1
+        parallel = cores if n_jobs < 0 else min(n_jobs, cores)
+        torch.set_num_threads(max(1, cores // parallel))
+
+
+def read_status(job_dir: Path) -> dict[str, Any] | None:
+    """The job's metrics.json, or None when it has none (not run, or still running)."""
+    path = job_dir / "metrics.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def error_summary(error: BaseException) -> str:
+    """`Type: first line of the message`, one line."""
+    message = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {message[0] if message else ''}".strip()
+
+
+def write_failure(output_dir: Path, cfg: DictConfig, error: BaseException) -> None:
+    """Record a failed job where its metrics.json would be."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    record = {
+        "status": "failed",
+        "error": error_summary(error),
+        "task_name": cfg.get("task_name"),
+        "seed": cfg.get("seed"),
+        "overrides": list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else [],
+    }
+    tmp = output_dir / "metrics.json.tmp"
+    tmp.write_text(json.dumps(record, indent=2))
+    tmp.replace(output_dir / "metrics.json")
+
+
+class SweepSummary(Callback):
+    """Counts ok / failed / skipped jobs of a multirun; exit 1 if every job that ran failed."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        """Remember when the sweep started (older ok results were skipped by a resume)."""
+        self.started = time.time()
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        """Print the counts; fail the command if nothing succeeded."""
+        sweep_dir = Path(config.hydra.sweep.dir)
+        counts = {"ok": 0, "failed": 0, "skipped": 0, "missing": 0}
+        failures = []
+        for job_dir in sorted(p.parent for p in sweep_dir.rglob(".hydra") if p.is_dir()):
+            status = read_status(job_dir)
+            if status is None:
+                counts["missing"] += 1
+            elif (
+                status["status"] == "ok"
+                and (job_dir / "metrics.json").stat().st_mtime < self.started
+            ):
+                counts["skipped"] += 1
+            elif status["status"] == "ok":
+                counts["ok"] += 1
+            else:
+                counts["failed"] += 1
+                failures.append(f"  {job_dir.name}: {status.get('error', '')}")
+        print(
+            f"reglab sweep: {counts['ok']} ok, {counts['failed']} failed, {counts['skipped']} skipped"
+            + (f", {counts['missing']} without result" if counts["missing"] else "")
+            + f" in {sweep_dir}"
+        )
+        for line in failures:
+            print(line)
+        if counts["failed"] and not counts["ok"]:
+            raise SystemExit(1)
+
+
+register_resolvers()

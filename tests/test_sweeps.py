@@ -1,0 +1,152 @@
+"""Multirun sweeps as users type them: ablation report, failure tolerance, resume, experiments."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import CONF_DIR, compose_config, run_train_py
+from reglab.report.cli import build_report
+
+QUIET = ["print_config=false", "trainer.enable_progress_bar=false", "logger=none"]
+
+
+def _sweep_dir(cwd: Path) -> Path:
+    (sweep,) = list((cwd / "outputs" / "multirun").glob("*/*"))
+    return sweep
+
+
+def _metrics(sweep: Path) -> dict[str, dict]:
+    return {p.parent.name: json.loads(p.read_text()) for p in sweep.glob("*/metrics.json")}
+
+
+def _is_png(path: Path) -> bool:
+    import matplotlib.image
+
+    return path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and matplotlib.image.imread(path).ndim == 3
+
+
+def test_sweep_report_matches_a_recomputation_from_metrics_json(tmp_path):
+    result = run_train_py(
+        [
+            "-m",
+            "model=mlp",
+            "regularization=l1,l2",
+            "regularization.strength=1e-4,1e-2",
+            "seed=0,1",
+            "trainer.max_epochs=2",
+            *QUIET,
+        ],
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "reglab sweep: 8 ok, 0 failed, 0 skipped" in result.stdout
+    sweep = _sweep_dir(tmp_path)
+    runs = _metrics(sweep)
+    assert len(runs) == 8 and all(r["status"] == "ok" for r in runs.values())
+    assert all(name.split("_", 1)[0].isdigit() for name in runs)  # <job-num>_<overrides>
+
+    written = build_report(sweep)
+    with (sweep / "report.csv").open() as f:
+        table = {row["config"]: row for row in csv.DictReader(f)}
+    assert len(table) == 4
+    groups: dict[str, list[float]] = {}
+    for run in runs.values():
+        key = dict(o.split("=", 1) for o in run["overrides"])
+        label = f"regularization={key['regularization']},regularization.strength={key['regularization.strength']}"
+        groups.setdefault(label, []).append(run["test"]["test/acc"])
+    for label, values in groups.items():
+        row = table[label]
+        assert int(row["test/acc n"]) == 2
+        assert float(row["test/acc mean"]) == pytest.approx(np.mean(values), rel=1e-3)
+        assert float(row["test/acc std"]) == pytest.approx(
+            np.std(values, ddof=1), rel=1e-3, abs=1e-6
+        )
+    pngs = [p for p in written if p.suffix == ".png"]
+    assert {p.name for p in pngs} == {
+        "report_strength.png",
+        "report_bars.png",
+        "report_val_loss.png",
+    }
+    assert all(_is_png(p) for p in pngs)
+    assert "test/acc" in (sweep / "report.md").read_text()
+
+
+def test_failed_job_is_recorded_and_resume_reruns_only_it(tmp_path):
+    missing = tmp_path / "later.ckpt"
+    args = ["-m", "model=mlp", f"ckpt_path=null,{missing}", "trainer.max_epochs=2", *QUIET]
+    first = run_train_py(args, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]  # one job failed, the sweep did not
+    assert "reglab sweep: 1 ok, 1 failed, 0 skipped" in first.stdout
+    sweep = _sweep_dir(tmp_path)
+    runs = _metrics(sweep)
+    failed = [name for name, r in runs.items() if r["status"] == "failed"]
+    assert len(failed) == 1 and "later.ckpt" in runs[failed[0]]["error"]
+    assert "\n" not in runs[failed[0]]["error"]
+    build_report(sweep, metrics=["test/acc"])
+    rows = {row["config"]: row for row in csv.DictReader((sweep / "report.csv").open())}
+    assert sum(int(row["n_failed"]) for row in rows.values()) == 1
+
+    ok_name = next(name for name, r in runs.items() if r["status"] == "ok")
+    ok_mtime = (sweep / ok_name / "metrics.json").stat().st_mtime
+    shutil.copy(runs[ok_name]["best_checkpoint"], missing)  # the missing input appears
+    second = run_train_py([*args, f"+resume_sweep={sweep}"], cwd=tmp_path)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "reglab sweep: 1 ok, 0 failed, 1 skipped" in second.stdout
+    assert (sweep / ok_name / "metrics.json").stat().st_mtime == ok_mtime  # not rerun
+    assert all(r["status"] == "ok" for r in _metrics(sweep).values())
+    assert len(list((tmp_path / "outputs" / "multirun").glob("*/*"))) == 1  # same folder
+
+
+def test_a_sweep_where_every_job_fails_exits_nonzero(tmp_path):
+    result = run_train_py(["-m", "model=mlp", "model.init=bogus,worse", *QUIET], cwd=tmp_path)
+    assert result.returncode != 0
+    assert "reglab sweep: 0 ok, 2 failed" in result.stdout
+
+
+@pytest.mark.parametrize(
+    "experiment", sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
+)
+def test_experiments_compose_with_their_sweep_params(tmp_path, experiment):
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=[f"experiment={experiment}"], return_hydra_config=True)
+    params = cfg.hydra.sweeper.params
+    assert "seed" in params and len(str(params.seed).split(",")) == 5
+    assert cfg.task_name == experiment
+    # every swept value composes into a valid config
+    for key, values in params.items():
+        for value in str(values).split(","):
+            compose_config([f"experiment={experiment}", f"{key}={value}"], tmp_path / "x")
+
+
+@pytest.mark.parametrize(
+    "launcher",
+    [["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"], ["hydra/launcher=submitit_local"]],
+    ids=["joblib", "submitit_local"],
+)
+def test_launchers_run_each_job_in_its_own_process(tmp_path, launcher):
+    result = run_train_py(
+        ["-m", *launcher, "model=mlp", "seed=0,1", "trainer.max_epochs=1", *QUIET], cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "reglab sweep: 2 ok, 0 failed, 0 skipped" in result.stdout
+    runs = list(_metrics(_sweep_dir(tmp_path)).values())
+    pids = {run["pid"] for run in runs}
+    assert len(runs) == 2 and len(pids) == 2 and all(run["status"] == "ok" for run in runs)
+
+
+def test_slurm_launcher_config_composes():
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=["hydra/launcher=slurm"], return_hydra_config=True)
+    launcher = cfg.hydra.launcher
+    assert "SlurmLauncher" in launcher._target_
+    assert {"partition", "gpus_per_node", "timeout_min", "array_parallelism"} <= set(launcher)

@@ -41,10 +41,15 @@ def train(cfg: DictConfig) -> float | None:
     """Run one experiment from a composed config; return the value of `optimized_metric`.
 
     In a multirun a failing job is recorded (`status: failed`) instead of stopping the sweep, and
-    with `+resume_sweep=<folder>` a job that already finished ok is skipped.
+    with `+resume_sweep=<folder>` a job that already finished ok is skipped. With an
+    `hparams_search` option the command runs an Optuna study instead (see reglab.search).
     """
+    if cfg.get("hparams_search"):
+        from reglab.search import run_search
+
+        return run_search(cfg)
     if not in_multirun():
-        return _train(cfg)
+        return run_one(cfg)
     share_cores_between_parallel_jobs()
     output_dir = Path(cfg.paths.output_dir)
     previous = read_status(output_dir)
@@ -52,14 +57,15 @@ def train(cfg: DictConfig) -> float | None:
         print(f"reglab: skipping {output_dir.name}: already ok")
         return previous.get("objective")
     try:
-        return _train(cfg)
+        return run_one(cfg)
     except Exception as error:  # noqa: BLE001 - any job failure is recorded, the sweep goes on
         write_failure(output_dir, cfg, error)
         print(f"reglab: job {output_dir.name} failed: {error_summary(error)}")
         return None
 
 
-def _train(cfg: DictConfig) -> float | None:
+def run_one(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) -> float | None:
+    """One run: validate, build, fit, test on the best checkpoint, write metrics.json."""
     started = time.perf_counter()
     validate(cfg)
     if cfg.get("print_config", True):
@@ -85,7 +91,12 @@ def _train(cfg: DictConfig) -> float | None:
         )
     history = EpochHistory()
     controls = [_instantiate(cfg[g]) for g in CONTROL_GROUPS if cfg.get(g) and "_target_" in cfg[g]]
-    callbacks = [history, *controls, *_instantiate_all(cfg.get("callbacks"))]
+    callbacks = [
+        history,
+        *controls,
+        *_instantiate_all(cfg.get("callbacks")),
+        *(extra_callbacks or []),
+    ]
     loggers = _instantiate_all(cfg.get("logger"))
     trainer: L.Trainer = _instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
 

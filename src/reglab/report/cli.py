@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from reglab.report.collect import collect_jobs
+from reglab.report.optuna_plots import plot_study
 from reglab.report.plots import plot_bars, plot_curves, plot_strength
 from reglab.report.table import default_metrics, summarize, write_tables
 
@@ -29,7 +30,7 @@ def build_report(
     ):
         if plot is not None:
             written.append(plot)
-    return written
+    return written + plot_study(sweep_dir)
 
 
 def main(argv: list[str] | None = None) -> None:

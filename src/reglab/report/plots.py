@@ -24,7 +24,7 @@ def plot_strength(rows: list[ConfigRow], metric: str, path: Path) -> Path | None
     for row in rows:
         key = dict(row.key)
         if STRENGTH in key and row.n(metric):
-            rest = ",".join(f"{k}={v}" for k, v in row.key if k not in (STRENGTH,))
+            rest = ",".join(f"{k}={v}" for k, v in row.key if k in row.shown and k != STRENGTH)
             lines[rest or key.get(METHOD, "")].append(
                 (float(key[STRENGTH]), row.mean(metric), row.std(metric))
             )
@@ -43,7 +43,7 @@ def plot_strength(rows: list[ConfigRow], metric: str, path: Path) -> Path | None
     axes.set_xscale("log")
     axes.set_xlabel(STRENGTH)
     axes.set_ylabel(metric)
-    axes.legend(fontsize=7)
+    axes.legend(fontsize=7, loc="best")
     axes.set_title(f"{metric} vs strength (mean ± std)")
     figure.tight_layout()
     figure.savefig(path, dpi=120)

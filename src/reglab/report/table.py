@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import math
+import warnings
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -105,7 +106,11 @@ def summarize(jobs: list[Job], metrics: list[str], baseline: str | None = None) 
             if a and b:
                 row.delta[metric] = float(np.mean(a) - np.mean(b))
                 if len(a) > 1 and len(b) > 1:
-                    row.p_value[metric] = float(stats.ttest_ind(a, b, equal_var=False).pvalue)
+                    with warnings.catch_warnings():  # identical samples: p is nan, say nothing
+                        warnings.simplefilter("ignore", RuntimeWarning)
+                        p = float(stats.ttest_ind(a, b, equal_var=False).pvalue)
+                    if not math.isnan(p):
+                        row.p_value[metric] = p
     return ordered
 
 
@@ -141,6 +146,9 @@ def write_tables(rows: list[ConfigRow], metrics: list[str], folder: Path) -> tup
     for row in rows:
         cells = []
         for m in metrics:
+            if not row.n(m):
+                cells.append("")
+                continue
             cell = f"{_fmt(row.mean(m))} ± {_fmt(row.std(m))} (±{_fmt(row.ci95(m))})"
             if m in row.delta:
                 cell += f"; Δ {row.delta[m]:+.3g}"

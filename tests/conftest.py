@@ -9,6 +9,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import lightning as L
 import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
@@ -56,3 +57,14 @@ def run_train_py(
         text=True,
         timeout=timeout,
     )
+
+
+def quiet_trainer(**kwargs) -> L.Trainer:
+    """A Trainer without logger, checkpoints, progress bar or summary, for focused tests."""
+    quiet = {
+        "logger": False,
+        "enable_checkpointing": False,
+        "enable_progress_bar": False,
+        "enable_model_summary": False,
+    }
+    return L.Trainer(**{**quiet, **kwargs})

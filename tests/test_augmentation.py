@@ -7,7 +7,7 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import read_metrics
+from conftest import quiet_trainer, read_metrics
 from reglab.callbacks import BatchAugmentation
 from reglab.callbacks.batch_augmentation import cutmix, mixup
 from reglab.data import DigitsDataModule
@@ -33,12 +33,8 @@ def test_only_training_batches_are_augmented():
                 seen["val"].append(batch[0])
 
     module = RegLabModule({"layers": ["flatten"]}, [1, 8, 8], 10)
-    trainer = L.Trainer(
+    trainer = quiet_trainer(
         max_epochs=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
         callbacks=[BatchAugmentation(noise_std=0.5), Spy()],
     )
     trainer.fit(module, datamodule=data)

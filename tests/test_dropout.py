@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import compose_config, read_metrics
+from conftest import compose_config, quiet_trainer, read_metrics
 from reglab.callbacks import DropoutSchedule, EvalModeAudit, FreezeBatchNorm, MCDropout
 from reglab.callbacks.dropout_schedule import dropout_modules
 from reglab.callbacks.mc_dropout import mc_predict
@@ -79,12 +79,8 @@ def test_schedule_sets_every_kind_of_dropout_layer_each_epoch(tmp_path):
 
     from reglab.data import VolumesDataModule
 
-    trainer = L.Trainer(
+    trainer = quiet_trainer(
         max_epochs=4,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
         callbacks=[DropoutSchedule("linear", p_start=0.0, p_end=0.3, epochs=4), Record()],
     )
     trainer.fit(module, datamodule=VolumesDataModule(n_samples=60, size=2))
@@ -134,14 +130,9 @@ def test_mc_passes_differ_in_test_and_batchnorm_stats_stay(tmp_path, model, laye
         k: v.clone() for k, v in module.state_dict().items() if "running" in k or "tracked" in k
     }
     modes_before = [m.training for m in module.modules()]
-    trainer = L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer = quiet_trainer()
     plain = trainer.test(module, datamodule=data, verbose=False)[0]
-    trainer = L.Trainer(
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=[MCDropout(10)],
-    )
+    trainer = quiet_trainer(callbacks=[MCDropout(10)])
     with_mc = trainer.test(module, datamodule=data, verbose=False)[0]
     assert with_mc["test/mc_spread"] > 1e-4  # the passes differ
     assert 0 < with_mc["test/mc_entropy"] <= torch.log(torch.tensor(10.0)).item()
@@ -188,12 +179,8 @@ def test_freeze_bn_stops_running_stats_and_survives_validation(make_cfg, freeze_
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
             modes.append((trainer.current_epoch, pl_module.net.block_1.batch_norm1d.training))
 
-    trainer = L.Trainer(
+    trainer = quiet_trainer(
         max_epochs=4,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
         callbacks=[FreezeBatchNorm(epoch=2, freeze_affine=freeze_affine), Record()],
     )
     trainer.fit(module, datamodule=DigitsDataModule(layout="flat"))
@@ -221,12 +208,8 @@ def test_audit_catches_dropout_left_on_in_validation():
     module = RegLabModule(
         {"layers": ["flatten", {"linear": {"out_features": 8}}, "dropout"]}, [64], 10
     )
-    trainer = L.Trainer(
+    trainer = quiet_trainer(
         max_epochs=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
         callbacks=[ForgetsEval(), EvalModeAudit()],
     )
     with pytest.raises(

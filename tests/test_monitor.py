@@ -6,7 +6,7 @@ import lightning as L
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import read_metrics
+from conftest import quiet_trainer, read_metrics
 from reglab.callbacks import ActivationMonitor
 from reglab.data import DigitsDataModule
 from reglab.module import RegLabModule
@@ -25,14 +25,10 @@ def _stats_at_init(activation: str, init: str) -> dict:
     L.seed_everything(0)
     module = RegLabModule(spec, [64], 10)
     monitor = ActivationMonitor(every_n_epochs=100)
-    trainer = L.Trainer(
+    trainer = quiet_trainer(
         max_epochs=1,
         limit_train_batches=1,
         limit_val_batches=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
         callbacks=[monitor],
     )
     trainer.fit(module, datamodule=DigitsDataModule(layout="flat"))

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import quiet_trainer
 from reglab.callbacks import WeightPenalty
 from reglab.data.base import TensorDataModule
 from reglab.errors import ConfigError
@@ -186,12 +187,8 @@ def _fit(
     else:
         module = RegLabModule(spec, [6], 3, **common)
     callbacks = [WeightPenalty(**penalty)] if penalty and not reference else []
-    trainer = L.Trainer(
+    trainer = quiet_trainer(
         max_steps=steps,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
         limit_val_batches=0,
         num_sanity_val_steps=0,
         callbacks=callbacks,
@@ -253,12 +250,8 @@ SPEC_WITHOUT_BN = {"layers": [layer for layer in SPEC["layers"] if layer != "bat
 def test_ddp_two_processes_equal_one_process_on_the_global_batch(tmp_path, penalty):
     torch.manual_seed(0)
     module = RegLabModule(SPEC_WITHOUT_BN, [6], 3, optimizer=OPTIMIZERS["sgd"])
-    trainer = L.Trainer(
+    trainer = quiet_trainer(
         max_steps=3,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
         limit_val_batches=0,
         num_sanity_val_steps=0,
         accelerator="cpu",

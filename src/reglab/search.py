@@ -89,7 +89,12 @@ def _sampler(name: str, seed: int) -> Any:
 
 def run_search(cfg: DictConfig) -> float | None:
     """Run `hparams_search.n_trials` more trials of the study; write best.yaml; return best value."""
-    import optuna
+    try:
+        import optuna
+    except ImportError as missing:
+        raise ConfigError(
+            "hparams_search", 'needs Optuna: pip install -e ".[search]" (or pip install optuna)'
+        ) from missing
 
     from reglab.run import run_one
 

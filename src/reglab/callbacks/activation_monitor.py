@@ -17,7 +17,7 @@ import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch import nn
 
-from reglab.errors import ConfigError
+from reglab import checks
 
 
 def leaf_layers(net: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -29,12 +29,9 @@ class ActivationMonitor(L.Callback):
     """Records activation mean/variance per layer and weight norms (see module docstring)."""
 
     def __init__(self, every_n_epochs: int = 5, max_samples: int = 512) -> None:
-        for key, value in (("every_n_epochs", every_n_epochs), ("max_samples", max_samples)):
-            if not isinstance(value, int) or value < 1:
-                raise ConfigError(
-                    f"callbacks.activation_monitor.{key}", f"must be an integer >= 1, got {value!r}"
-                )
-        self.every_n_epochs, self.max_samples = every_n_epochs, max_samples
+        key = "callbacks.activation_monitor"
+        self.every_n_epochs = checks.integer(f"{key}.every_n_epochs", every_n_epochs, minimum=1)
+        self.max_samples = checks.integer(f"{key}.max_samples", max_samples, minimum=1)
         self.records: list[dict[str, Any]] = []
         self._inputs: torch.Tensor | None = None
 

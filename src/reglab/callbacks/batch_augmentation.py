@@ -17,21 +17,10 @@ import torch.nn.functional as F
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch import nn
 
+from reglab import checks
 from reglab.errors import ConfigError
 
 Batch = tuple[torch.Tensor, torch.Tensor]
-
-
-def _check_probability(key: str, value: float) -> float:
-    if not isinstance(value, (int, float)) or not 0 <= value <= 1:
-        raise ConfigError(f"augmentation.{key}", f"must be a probability in [0, 1], got {value!r}")
-    return float(value)
-
-
-def _check_non_negative(key: str, value: float) -> float:
-    if not isinstance(value, (int, float)) or value < 0:
-        raise ConfigError(f"augmentation.{key}", f"must be a number >= 0, got {value!r}")
-    return float(value)
 
 
 def mixup(x: torch.Tensor, y: torch.Tensor, lam: float, perm: torch.Tensor) -> Batch:
@@ -67,17 +56,13 @@ class BatchAugmentation(L.Callback):
         cutmix_alpha: float = 0.0,
         log_images: bool = True,
     ) -> None:
-        self.flip = _check_probability("flip", flip)
-        self.rotation = _check_non_negative("rotation", rotation)
-        if not isinstance(crop_padding, int) or crop_padding < 0:
-            raise ConfigError(
-                "augmentation.crop_padding", f"must be an integer >= 0, got {crop_padding!r}"
-            )
-        self.crop_padding = crop_padding
-        self.erasing = _check_probability("erasing", erasing)
-        self.noise_std = _check_non_negative("noise_std", noise_std)
-        self.mixup_alpha = _check_non_negative("mixup_alpha", mixup_alpha)
-        self.cutmix_alpha = _check_non_negative("cutmix_alpha", cutmix_alpha)
+        self.flip = checks.probability("augmentation.flip", flip)
+        self.rotation = checks.number("augmentation.rotation", rotation, 0.0, 180.0)
+        self.crop_padding = checks.integer("augmentation.crop_padding", crop_padding)
+        self.erasing = checks.probability("augmentation.erasing", erasing)
+        self.noise_std = checks.number("augmentation.noise_std", noise_std, 0.0)
+        self.mixup_alpha = checks.number("augmentation.mixup_alpha", mixup_alpha, 0.0)
+        self.cutmix_alpha = checks.number("augmentation.cutmix_alpha", cutmix_alpha, 0.0)
         if self.mixup_alpha and self.cutmix_alpha:
             raise ConfigError("augmentation.cutmix_alpha", "use mixup or cutmix, not both")
         self.log_images = log_images

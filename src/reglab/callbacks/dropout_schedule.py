@@ -8,12 +8,11 @@ late (0 until `switch_epoch`, then p: "late dropout"). Every module deriving fro
 
 from __future__ import annotations
 
-from typing import Any
-
 import lightning as L
 from torch import nn
 from torch.nn.modules.dropout import _DropoutNd
 
+from reglab import checks
 from reglab.errors import ConfigError
 
 SCHEDULES = ("constant", "linear", "step", "early", "late")
@@ -22,13 +21,6 @@ SCHEDULES = ("constant", "linear", "step", "early", "late")
 def dropout_modules(module: nn.Module) -> list[_DropoutNd]:
     """Every dropout layer (anything deriving from torch's `_DropoutNd`) in `module`."""
     return [m for m in module.modules() if isinstance(m, _DropoutNd)]
-
-
-def check_probability(key: str, value: Any) -> float:
-    """`value` as a float in [0, 1), else a ConfigError naming `key`."""
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value < 1:
-        raise ConfigError(key, f"must be a probability in [0, 1), got {value!r}")
-    return float(value)
 
 
 class DropoutSchedule(L.Callback):
@@ -45,24 +37,14 @@ class DropoutSchedule(L.Callback):
         gamma: float = 0.5,
         switch_epoch: int = 5,
     ) -> None:
-        if schedule not in SCHEDULES:
-            raise ConfigError(
-                "dropout.schedule", f"unknown schedule {schedule!r}; valid: {', '.join(SCHEDULES)}"
-            )
-        self.p = check_probability("dropout.p", p)
-        self.p_start = check_probability("dropout.p_start", p_start)
-        self.p_end = check_probability("dropout.p_end", p_end)
-        for key, value in (("epochs", epochs), ("step_size", step_size)):
-            if not isinstance(value, int) or value < 1:
-                raise ConfigError(f"dropout.{key}", f"must be an integer >= 1, got {value!r}")
-        if not isinstance(switch_epoch, int) or switch_epoch < 0:
-            raise ConfigError(
-                "dropout.switch_epoch", f"must be an integer >= 0, got {switch_epoch!r}"
-            )
-        if not isinstance(gamma, (int, float)) or not 0 <= gamma <= 1:
-            raise ConfigError("dropout.gamma", f"must be in [0, 1], got {gamma!r}")
-        self.schedule, self.epochs, self.step_size = schedule, epochs, step_size
-        self.gamma, self.switch_epoch = float(gamma), switch_epoch
+        self.schedule = checks.choice("dropout.schedule", schedule, SCHEDULES)
+        self.p = checks.probability("dropout.p", p, allow_one=False)
+        self.p_start = checks.probability("dropout.p_start", p_start, allow_one=False)
+        self.p_end = checks.probability("dropout.p_end", p_end, allow_one=False)
+        self.epochs = checks.integer("dropout.epochs", epochs, minimum=1)
+        self.step_size = checks.integer("dropout.step_size", step_size, minimum=1)
+        self.gamma = checks.number("dropout.gamma", gamma, 0.0, 1.0)
+        self.switch_epoch = checks.integer("dropout.switch_epoch", switch_epoch)
 
     def p_at(self, epoch: int) -> float:
         """The dropout probability for `epoch` (0-based)."""

@@ -13,6 +13,7 @@ import lightning as L
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from reglab import checks
 from reglab.errors import ConfigError
 
 
@@ -25,9 +26,8 @@ class FreezeBatchNorm(L.Callback):
     """BatchNorm to eval mode (and optionally frozen affine) from epoch `epoch` on."""
 
     def __init__(self, epoch: int = 5, freeze_affine: bool = False) -> None:
-        if not isinstance(epoch, int) or epoch < 0:
-            raise ConfigError("dropout.epoch", f"must be an integer >= 0, got {epoch!r}")
-        self.epoch, self.freeze_affine = epoch, bool(freeze_affine)
+        self.epoch = checks.integer("dropout.epoch", epoch)
+        self.freeze_affine = bool(freeze_affine)
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         """Refuse a model without BatchNorm: there would be nothing to freeze."""

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from reglab import checks
 from reglab.callbacks.dropout_schedule import dropout_modules
 from reglab.errors import ConfigError
 
@@ -40,15 +41,8 @@ class MCDropout(L.Callback):
     """Logs MC-dropout metrics next to the deterministic ones (see module docstring)."""
 
     def __init__(self, samples: int = 20, stages: list[str] | None = None) -> None:
-        if not isinstance(samples, int) or samples < 2:
-            raise ConfigError("dropout.samples", f"must be an integer >= 2, got {samples!r}")
-        stages = list(stages) if stages is not None else list(STAGES)
-        for stage in stages:
-            if stage not in STAGES:
-                raise ConfigError(
-                    "dropout.stages", f"unknown stage {stage!r}; valid: {', '.join(STAGES)}"
-                )
-        self.samples, self.stages = samples, stages
+        self.samples = checks.integer("dropout.samples", samples, minimum=2)
+        self.stages = [checks.choice("dropout.stages", s, STAGES) for s in stages or STAGES]
         self._sums: dict[str, torch.Tensor] = {}
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:

@@ -17,6 +17,7 @@ import lightning as L
 import torch
 from torch.utils.hooks import RemovableHandle
 
+from reglab import checks
 from reglab.errors import ConfigError
 from reglab.regularization import PenaltyGroup, make_penalty, select_parameters
 
@@ -39,28 +40,17 @@ class WeightPenalty(L.Callback):
         warmup_epochs: int = 0,
     ) -> None:
         self.penalty = make_penalty(kind, l1_ratio)
-        if not isinstance(strength, (int, float)) or strength < 0:
-            raise ConfigError("regularization.strength", f"must be a number >= 0, got {strength!r}")
-        if method not in METHODS:
-            raise ConfigError(
-                "regularization.method", f"unknown method {method!r}; valid: {', '.join(METHODS)}"
-            )
+        self.kind = kind
+        self.strength = checks.number("regularization.strength", strength, 0.0)
+        self.method = checks.choice("regularization.method", method, METHODS)
         if method == "proximal" and self.penalty.l1_ratio == 0:
             raise ConfigError(
                 "regularization.method", "proximal needs an L1 part (l1 or elastic_net)"
             )
-        if not isinstance(warmup_epochs, int) or warmup_epochs < 0:
-            raise ConfigError(
-                "regularization.warmup_epochs", f"must be an integer >= 0, got {warmup_epochs!r}"
-            )
+        self.warmup_epochs = checks.integer("regularization.warmup_epochs", warmup_epochs)
         for pattern, value in (strengths or {}).items():
-            if not isinstance(value, (int, float)) or value < 0:
-                raise ConfigError(
-                    f"regularization.strengths.{pattern}", f"must be >= 0, got {value!r}"
-                )
-        self.kind, self.strength, self.method = kind, float(strength), method
+            checks.number(f"regularization.strengths.{pattern}", value, 0.0)
         self.include, self.exclude, self.strengths = include, exclude, strengths
-        self.warmup_epochs = warmup_epochs
         self.groups: list[PenaltyGroup] = []
         self._scale = 1.0
         self._hooks: list[RemovableHandle] = []

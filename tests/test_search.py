@@ -50,6 +50,11 @@ def test_search_prunes_hopeless_trials_and_continues_the_study(tmp_path):
     rows = (folder / "report.csv").read_text()
     assert rows.count("\n") == 7  # header + one row per trial (each trial is its own config)
 
-    second = run_train_py(ARGS, cwd=tmp_path)
+    # The spelling, with -m, continues the same study; its one job points at the study.
+    second = run_train_py(["-m", *ARGS], cwd=tmp_path)
     assert second.returncode == 0, second.stderr[-3000:]
     assert len(optuna.load_study(study_name="penalty_search", storage=storage).trials) == 12
+    (pointer,) = (tmp_path / "outputs" / "multirun").rglob("metrics.json")
+    record = json.loads(pointer.read_text())
+    assert record["status"] == "ok" and record["search_folder"] == str(folder.resolve())
+    assert "reglab sweep: 1 ok, 0 failed" in second.stdout

@@ -31,6 +31,7 @@ from reglab.sweep import (
     read_status,
     share_cores_between_parallel_jobs,
     write_failure,
+    write_search_pointer,
 )
 
 # Config groups whose option is one callback that acts on training (empty option: nothing).
@@ -47,7 +48,10 @@ def train(cfg: DictConfig) -> float | None:
     if cfg.get("hparams_search"):
         from reglab.search import run_search
 
-        return run_search(cfg)
+        best = run_search(cfg)
+        if in_multirun():
+            write_search_pointer(Path(cfg.paths.output_dir), cfg, best)
+        return best
     if not in_multirun():
         return run_one(cfg)
     share_cores_between_parallel_jobs()

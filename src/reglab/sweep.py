@@ -73,19 +73,41 @@ def error_summary(error: BaseException) -> str:
     return f"{type(error).__name__}: {message[0] if message else ''}".strip()
 
 
+def _overrides() -> list[str]:
+    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+
+
+def write_record(output_dir: Path, record: dict[str, Any]) -> None:
+    """Write a job's metrics.json atomically (a reader never sees half of one)."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    tmp = output_dir / "metrics.json.tmp"
+    tmp.write_text(json.dumps(record, indent=2))
+    tmp.replace(output_dir / "metrics.json")
+
+
 def write_failure(output_dir: Path, cfg: DictConfig, error: BaseException) -> None:
     """Record a failed job where its metrics.json would be."""
-    output_dir.mkdir(parents=True, exist_ok=True)
     record = {
         "status": "failed",
         "error": error_summary(error),
         "task_name": cfg.get("task_name"),
         "seed": cfg.get("seed"),
-        "overrides": list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else [],
+        "overrides": _overrides(),
     }
-    tmp = output_dir / "metrics.json.tmp"
-    tmp.write_text(json.dumps(record, indent=2))
-    tmp.replace(output_dir / "metrics.json")
+    write_record(output_dir, record)
+
+
+def write_search_pointer(output_dir: Path, cfg: DictConfig, best: float | None) -> None:
+    """A search started with -m: its job records where the study's trials and best.yaml are."""
+    record = {
+        "status": "ok",
+        "search_folder": str(Path(cfg.hparams_search.folder).resolve()),
+        "objective": best,
+        "task_name": cfg.get("task_name"),
+        "seed": cfg.get("seed"),
+        "overrides": _overrides(),
+    }
+    write_record(output_dir, record)
 
 
 class SweepSummary(Callback):

@@ -108,6 +108,9 @@ def test_unknown_group_option_in_process_is_a_hydra_error(make_cfg):
         ("data.layout=sparse", "data.layout"),
         ("data.val_fraction=1.5", "data.val_fraction"),
         ("model.init=orthogonal", "model.init"),
+        ("model.activation=relux", "model.activation"),
+        ("model.activation=layer_norm", "model.activation"),
+        ("model.norm=relu", "model.norm"),
     ],
 )
 def test_bad_values_raise_config_error_naming_the_key(make_cfg, tmp_path, override, key):

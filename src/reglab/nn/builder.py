@@ -19,14 +19,34 @@ from torch import nn
 
 from reglab.errors import ConfigError
 from reglab.nn.init import init_weights
-from reglab.nn.registry import LayerEntry, Shape, get_layer, layer_names
+from reglab.nn.registry import (
+    LayerEntry,
+    Shape,
+    activation_names,
+    get_layer,
+    layer_names,
+    norm_names,
+)
 
 SKIP = (None, "none", "null")
+
+
+def check_knobs(spec: dict) -> None:
+    """A model's `activation` / `norm` knob must name a registered activation / norm (or none)."""
+    for knob, valid in (("activation", activation_names()), ("norm", norm_names())):
+        value = spec.get(knob, "none")
+        # A knob may carry arguments, as any spec entry: {swish: {learnable: true}}.
+        name = next(iter(value), None) if isinstance(value, dict) and len(value) == 1 else value
+        entry = get_layer(name) if isinstance(name, str) else None
+        if value not in SKIP and (entry is None or entry.name not in valid):
+            allowed = valid + (["none"] if knob == "norm" else [])
+            raise ConfigError(f"model.{knob}", f"got {value!r}; valid: {', '.join(allowed)}")
 
 
 def build_net(spec: dict, input_shape: Sequence[int], num_outputs: int) -> nn.Sequential:
     """Build the net described by `spec` for inputs of `input_shape` (no batch dim)."""
     # Keys other than layers/init/head are knobs (width, depth, ...) used through interpolation.
+    check_knobs(spec)
     layers = spec.get("layers")
     if not isinstance(layers, list) or not layers:
         raise ConfigError("model.layers", "must be a non-empty list of layers")

@@ -73,6 +73,17 @@ def layer_names() -> list[str]:
     return sorted(entry.name for entry in LAYERS.values())
 
 
+def activation_names() -> list[str]:
+    """Registered activations (torch's activation modules and reglab's own, e.g. swish)."""
+    modules = ("torch.nn.modules.activation", "reglab.nn.activations")
+    return sorted(e.name for e in LAYERS.values() if e.cls.__module__ in modules)
+
+
+def norm_names() -> list[str]:
+    """Registered normalization layers."""
+    return sorted(e.name for e in LAYERS.values() if "norm" in e.name)
+
+
 def get_layer(name: str) -> LayerEntry | None:
     """The entry registered under `name` (any spelling), or None."""
     return LAYERS.get(normalize_name(name))

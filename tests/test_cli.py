@@ -63,7 +63,7 @@ def test_fast_dev_run_leaves_nothing_behind(tmp_path):
 @pytest.mark.parametrize(
     ("args", "expected"),
     [
-        (["model=mlp", "model.activation=relux"], ["model.layers[1].block[1]", "'relux'", "mish"]),
+        (["model=mlp", "model.activation=relux"], ["model.activation", "'relux'", "mish"]),
         (
             ["model=cnn", "model.norm={batch_norm2d: {eps_: 1}}"],
             ["eps_", "valid arguments", "momentum"],
@@ -111,6 +111,8 @@ def test_unknown_group_option_in_process_is_a_hydra_error(make_cfg):
         ("model.activation=relux", "model.activation"),
         ("model.activation=layer_norm", "model.activation"),
         ("model.norm=relu", "model.norm"),
+        ("model.dropout=1.0", "model.dropout"),
+        ("model.dropout=-0.1", "model.dropout"),
     ],
 )
 def test_bad_values_raise_config_error_naming_the_key(make_cfg, tmp_path, override, key):

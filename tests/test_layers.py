@@ -512,6 +512,14 @@ def test_unknown_layer_inside_a_repeat_block_names_the_nested_path():
     assert "'rleu'" in str(error)
 
 
+@pytest.mark.parametrize("layer", ["dropout", "alpha_dropout", "dropout2d"])
+def test_dropout_p_of_one_or_more_is_rejected_with_its_path(layer):
+    shape = IMAGE if layer == "dropout2d" else FEATURES
+    error = config_error(f"layers:\n  - relu\n  - {layer}: {{p: 1.0}}\n", shape)
+    assert error.key == f"model.layers[1].{layer}.p"
+    assert "[0, 1)" in str(error)
+
+
 def test_unknown_kwarg_names_it_and_lists_valid_arguments():
     error = config_error("layers:\n  - linear: {out_features: 4, out_feature: 3}\n")
     message = str(error)

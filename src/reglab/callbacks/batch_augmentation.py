@@ -81,11 +81,14 @@ class BatchAugmentation(L.Callback):
         if self._uses_image_ops() and len(shape) != 3:
             raise ConfigError(
                 "augmentation",
-                f"flip/rotation/crop/erasing/cutmix need images (C, H, W); the data has shape {shape}",
+                "flip/rotation/crop/erasing/cutmix need images (C, H, W); the data has shape "
+                f"{shape}: use augmentation=noise, mixup or none (or data.layout=image)",
             )
         if (self.mixup_alpha or self.cutmix_alpha) and task != "classification":
             raise ConfigError(
-                "augmentation", "mixup and cutmix mix class labels: classification only"
+                "augmentation",
+                f"mixup and cutmix mix class labels, the data's task is {task}: "
+                "use augmentation=noise or none",
             )
         self.image_ops = self._build_image_ops(shape) if self._uses_image_ops() else None
         self.num_classes = pl_module.hparams.get("num_outputs")

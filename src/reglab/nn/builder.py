@@ -16,7 +16,9 @@ from collections.abc import Sequence
 
 import torch
 from torch import nn
+from torch.nn.modules.dropout import _DropoutNd
 
+from reglab import checks
 from reglab.errors import ConfigError
 from reglab.nn.init import init_weights
 from reglab.nn.registry import (
@@ -41,6 +43,8 @@ def check_knobs(spec: dict) -> None:
         if value not in SKIP and (entry is None or entry.name not in valid):
             allowed = valid + (["none"] if knob == "norm" else [])
             raise ConfigError(f"model.{knob}", f"got {value!r}; valid: {', '.join(allowed)}")
+    if "dropout" in spec:
+        checks.probability("model.dropout", spec["dropout"], allow_one=False)
 
 
 def build_net(spec: dict, input_shape: Sequence[int], num_outputs: int) -> nn.Sequential:
@@ -138,6 +142,9 @@ def _construct(entry: LayerEntry, kwargs: dict, shape: Shape, key: str) -> nn.Mo
         )
     inferred = entry.infer(shape) if entry.infer else {}
     arguments = {**inferred, **kwargs}
+    if issubclass(entry.cls, _DropoutNd) and "p" in arguments:
+        # torch accepts p = 1 (a layer that zeroes everything); as a regularizer it is a mistake.
+        checks.probability(f"{key}.{entry.name}.p", arguments["p"], allow_one=False)
     missing = [p for p in entry.required() if p not in arguments]
     if missing:
         raise ConfigError(

@@ -14,7 +14,7 @@ from reglab.callbacks import WeightPenalty
 from reglab.data.base import TensorDataModule
 from reglab.errors import ConfigError
 from reglab.module import RegLabModule
-from reglab.regularization import ElasticNet, make_penalty, select_parameters
+from reglab.regularization import ElasticNet, PenaltyGroup, make_penalty, select_parameters
 
 # --- the maths ------------------------------------------------------------------------------------
 
@@ -61,6 +61,48 @@ def test_proximal_step_soft_thresholds():
         expected = torch.sign(old) * torch.clamp(old.abs() - 0.4, min=0)
         torch.testing.assert_close(new, expected, rtol=0, atol=1e-15)
         assert ((old.abs() <= 0.4) == (new == 0)).all()
+
+
+def _one_proximal_step(optimizer_cls, threshold: str, **settings) -> tuple[torch.Tensor, ...]:
+    """One optimizer step of w with gradient g, then the callback's proximal L1 step."""
+    torch.manual_seed(0)
+    weight = torch.randn(6, 5, dtype=torch.float64)
+    grad = torch.randn(6, 5, dtype=torch.float64)
+    param = weight.clone().requires_grad_(True)
+    optimizer = optimizer_cls([param], **settings)
+    callback = WeightPenalty(
+        kind="l1", strength=0.3, method="proximal", proximal_threshold=threshold
+    )
+    callback.groups = [PenaltyGroup(strength=0.3, names=["w"], params=[param])]
+    optimizer.register_step_post_hook(callback._proximal_step)
+    param.grad = grad.clone()
+    optimizer.step()
+    plain = weight.clone().requires_grad_(True)  # the same step without the penalty
+    plain.grad = grad.clone()
+    optimizer_cls([plain], **settings).step()
+    return param.detach(), plain.detach(), grad
+
+
+def _soft_threshold(w: torch.Tensor, threshold: torch.Tensor | float) -> torch.Tensor:
+    return torch.sign(w) * torch.clamp(w.abs() - threshold, min=0)
+
+
+@pytest.mark.parametrize("threshold", ["lr", "adaptive"])
+def test_proximal_threshold_with_sgd_is_lr_times_strength(threshold):
+    got, plain, _ = _one_proximal_step(torch.optim.SGD, threshold, lr=0.5)
+    torch.testing.assert_close(got, _soft_threshold(plain, 0.5 * 0.3), rtol=0, atol=1e-15)
+
+
+@pytest.mark.parametrize("optimizer_cls", [torch.optim.Adam, torch.optim.AdamW])
+def test_adaptive_proximal_threshold_follows_adams_scaling(optimizer_cls):
+    lr, eps = 0.01, 1e-8
+    got, plain, grad = _one_proximal_step(optimizer_cls, "adaptive", lr=lr, eps=eps)
+    # After Adam's first step the bias-corrected second moment is exactly g^2.
+    expected = _soft_threshold(plain, lr * 0.3 / (grad.abs() + eps))
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-15)
+    assert (got == 0).sum() > 0
+    fixed, _, _ = _one_proximal_step(optimizer_cls, "lr", lr=lr, eps=eps)
+    torch.testing.assert_close(fixed, _soft_threshold(plain, lr * 0.3), rtol=0, atol=1e-15)
 
 
 def test_make_penalty_checks_kind_and_ratio():
@@ -118,6 +160,7 @@ def test_include_exclude_and_per_pattern_strengths():
         ({"kind": "elastic_net", "l1_ratio": 2.0}, "regularization.l1_ratio"),
         ({"method": "newton"}, "regularization.method"),
         ({"kind": "l2", "method": "proximal"}, "regularization.method"),
+        ({"kind": "l1", "proximal_threshold": "per_weight"}, "regularization.proximal_threshold"),
         ({"warmup_epochs": -2}, "regularization.warmup_epochs"),
         ({"strengths": {"net.head.*": -0.1}}, "regularization.strengths.net.head.*"),
     ],

@@ -17,13 +17,23 @@ def _weights(metrics: dict) -> torch.Tensor:
     )
 
 
-@pytest.mark.parametrize("method", ["proximal", "gradient"])
-def test_proximal_l1_reaches_exact_zeros_the_subgradient_never_does(make_cfg, tmp_path, method):
+@pytest.mark.parametrize(
+    ("method", "optimizer", "strength"),
+    [
+        ("proximal", "sgd", 1e-2),
+        ("gradient", "sgd", 1e-2),
+        ("proximal", "adam", 1e-3),  # adaptive threshold (the default) in Adam's metric
+        ("gradient", "adam", 1e-3),
+    ],
+)
+def test_proximal_l1_reaches_exact_zeros_the_subgradient_never_does(
+    make_cfg, tmp_path, method, optimizer, strength
+):
     cfg = make_cfg(
         "model=mlp",
-        "optimizer=sgd",
+        f"optimizer={optimizer}",
         "regularization=l1",
-        "regularization.strength=1e-2",
+        f"regularization.strength={strength}",
         f"regularization.method={method}",
         "logger=none",
     )
@@ -98,3 +108,29 @@ def test_bad_penalty_values_fail_before_training(make_cfg, tmp_path, override, k
         train(make_cfg("model=mlp", "regularization=elastic_net", override))
     assert error.value.key == key
     assert not (tmp_path / "run" / "metrics.json").exists()
+
+
+@pytest.mark.parametrize("option", ["none", "l1", "l2", "elastic_net"])
+def test_every_regularization_option_takes_every_knob_so_sweeps_over_kinds_compose(
+    make_cfg, option
+):
+    from hydra.utils import instantiate
+
+    knobs = {
+        "strength": 1e-3,
+        "l1_ratio": 0.5,
+        "method": "gradient",
+        "warmup_epochs": 2,
+        "proximal_threshold": "lr",
+    }
+    cfg = make_cfg(
+        f"regularization={option}", *(f"regularization.{k}={v}" for k, v in knobs.items())
+    )
+    assert {k: cfg.regularization[k] for k in knobs} == knobs
+    if option == "none":
+        assert "_target_" not in cfg.regularization  # no callback: the knobs are inert
+    else:
+        penalty = instantiate(cfg.regularization)
+        expected_ratio = {"l1": 1.0, "l2": 0.0, "elastic_net": 0.5}[option]
+        assert penalty.penalty.l1_ratio == expected_ratio
+        assert penalty.strength == 1e-3 and penalty.warmup_epochs == 2

@@ -150,3 +150,23 @@ def test_slurm_launcher_config_composes():
     launcher = cfg.hydra.launcher
     assert "SlurmLauncher" in launcher._target_
     assert {"partition", "gpus_per_node", "timeout_min", "array_parallelism"} <= set(launcher)
+
+
+def test_report_groups_ignore_knobs_an_option_does_not_use(tmp_path):
+    from reglab.report.collect import Job
+
+    def key(*overrides: str) -> tuple:
+        pairs = dict(o.split("=", 1) for o in overrides)
+        return Job(folder=tmp_path, overrides=pairs, status="ok").config_key
+
+    # none ignores every regularization.* knob; l1 / l2 have a fixed l1_ratio; seeds are repeats.
+    none = key("regularization=none", "regularization.strength=1e-3", "seed=0")
+    assert none == key("regularization=none", "regularization.strength=1e-2", "seed=1")
+    l1 = key("regularization=l1", "regularization.l1_ratio=0.2", "regularization.strength=1e-3")
+    assert l1 == key(
+        "regularization=l1", "regularization.l1_ratio=0.8", "regularization.strength=1e-3"
+    )
+    assert l1 != key("regularization=l1", "regularization.strength=1e-2")
+    assert key("regularization=elastic_net", "regularization.l1_ratio=0.2") != key(
+        "regularization=elastic_net", "regularization.l1_ratio=0.8"
+    )

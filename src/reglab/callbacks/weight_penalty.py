@@ -5,6 +5,10 @@ unscaling and the DDP all-reduce, once per optimizer step whatever `accumulate_g
 and before gradient clipping. That equals adding strength * R(w) to the loss through autograd.
 `method: proximal` applies the L1 part after each optimizer step as soft-thresholding with
 threshold lr * strength * l1_ratio, so weights reach exact zeros (the L2 part stays a gradient).
+With an Adam-type optimizer, `proximal_threshold: adaptive` (the default) makes the threshold
+per coordinate, lr * strength * l1_ratio / (sqrt(v_hat) + eps): the proximal step in Adam's own
+metric (as in ProxGen, Yun et al. 2021). Without it Adam's normalized steps, about lr per weight,
+swamp the threshold and hardly any weight reaches zero. For SGD both settings are lr * strength.
 The strength can ramp linearly from 0 over `warmup_epochs`. Each epoch it logs the penalty, the
 data loss, their sum, the L1/L2 norms of the penalized weights and their fraction of (near) zeros.
 """
@@ -15,6 +19,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.hooks import RemovableHandle
 
 from reglab import checks
@@ -22,6 +27,7 @@ from reglab.errors import ConfigError
 from reglab.regularization import PenaltyGroup, make_penalty, select_parameters
 
 METHODS = ("gradient", "proximal")
+THRESHOLDS = ("lr", "adaptive")
 NEAR_ZERO = 1e-3
 
 
@@ -38,6 +44,7 @@ class WeightPenalty(L.Callback):
         exclude: list[str] | None = None,
         strengths: dict[str, float] | None = None,
         warmup_epochs: int = 0,
+        proximal_threshold: str = "adaptive",
     ) -> None:
         self.penalty = make_penalty(kind, l1_ratio)
         self.kind = kind
@@ -48,6 +55,9 @@ class WeightPenalty(L.Callback):
                 "regularization.method", "proximal needs an L1 part (l1 or elastic_net)"
             )
         self.warmup_epochs = checks.integer("regularization.warmup_epochs", warmup_epochs)
+        self.proximal_threshold = checks.choice(
+            "regularization.proximal_threshold", proximal_threshold, THRESHOLDS
+        )
         for pattern, value in (strengths or {}).items():
             checks.number(f"regularization.strengths.{pattern}", value, 0.0)
         self.include, self.exclude, self.strengths = include, exclude, strengths
@@ -65,6 +75,13 @@ class WeightPenalty(L.Callback):
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """For the proximal method, soft-threshold right after every optimizer step."""
         if self.method == "proximal":
+            adaptive_optimizers = [o for o in trainer.optimizers if _second_moment_state(o)]
+            if self.proximal_threshold == "lr" and adaptive_optimizers:
+                rank_zero_warn(
+                    "reglab: proximal L1 with an Adam-type optimizer and the threshold lr * "
+                    "strength: Adam's steps are about lr per weight, so few weights reach zero. "
+                    "Use regularization.proximal_threshold=adaptive or optimizer=sgd."
+                )
             self._hooks = [
                 optimizer.register_step_post_hook(self._proximal_step)
                 for optimizer in trainer.optimizers
@@ -97,15 +114,24 @@ class WeightPenalty(L.Callback):
                 self.penalty.add_gradient(params, grads, group.strength * self._scale, with_l1)
 
     def _proximal_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
-        lr_of = {id(p): g["lr"] for g in optimizer.param_groups for p in g["params"]}
+        settings = {id(p): g for g in optimizer.param_groups for p in g["params"]}
+        adaptive = self.proximal_threshold == "adaptive"
         for group in self.groups:
+            strength = group.strength * self._scale
+            if strength <= 0:  # strength 0, or the warm-up's first epoch
+                continue
             by_lr: dict[float, list[torch.Tensor]] = {}
             for param in group.params:
-                if id(param) in lr_of:
-                    by_lr.setdefault(float(lr_of[id(param)]), []).append(param)
+                if id(param) not in settings:
+                    continue
+                lr = float(settings[id(param)]["lr"])
+                scale = _adam_scale(optimizer, param, settings[id(param)]) if adaptive else None
+                if scale is None:
+                    by_lr.setdefault(lr, []).append(param)
+                else:
+                    self.penalty.proximal_step([param], [scale.mul_(lr * strength)])
             for lr, params in by_lr.items():
-                # proximal_step skips a zero threshold (strength 0, or the warm-up's first epoch)
-                self.penalty.proximal_step(params, lr * group.strength * self._scale)
+                self.penalty.proximal_step(params, lr * strength)
 
     def value(self) -> torch.Tensor:
         """The current penalty: sum over groups of strength * warm-up factor * R(w)."""
@@ -134,3 +160,23 @@ class WeightPenalty(L.Callback):
             stats["reg/data_loss"] = data_loss
             stats["reg/objective"] = data_loss + penalty
         pl_module.log_dict(stats, on_step=False, on_epoch=True, sync_dist=False)
+
+
+def _second_moment_state(optimizer: torch.optim.Optimizer) -> bool:
+    """Whether the optimizer keeps Adam's running squared gradients (Adam, AdamW, NAdam, ...)."""
+    return any("betas" in group for group in optimizer.param_groups)
+
+
+@torch.no_grad()
+def _adam_scale(
+    optimizer: torch.optim.Optimizer, param: torch.Tensor, settings: dict[str, Any]
+) -> torch.Tensor | None:
+    """1 / (sqrt(v_hat) + eps) per coordinate, as Adam scales its step; None without Adam state."""
+    state = optimizer.state.get(param, {})
+    second_moment = state.get("max_exp_avg_sq", state.get("exp_avg_sq"))
+    if second_moment is None or "step" not in state or "betas" not in settings:
+        return None
+    step = float(state["step"])
+    bias_correction = 1.0 - settings["betas"][1] ** step
+    denominator = (second_moment / bias_correction).sqrt_().add_(settings["eps"])
+    return denominator.reciprocal_()

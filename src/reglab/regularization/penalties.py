@@ -50,11 +50,20 @@ class ElasticNet:
             torch._foreach_add_(grads, params, alpha=2.0 * strength * (1 - self.l1_ratio))
 
     @torch.no_grad()
-    def proximal_step(self, params: list[torch.Tensor], threshold: float) -> None:
-        """Soft-threshold the L1 part: w <- sign(w) * max(|w| - threshold * r, 0), in place."""
-        shrink = threshold * self.l1_ratio
-        if shrink <= 0:
-            return
+    def proximal_step(
+        self, params: list[torch.Tensor], threshold: float | list[torch.Tensor]
+    ) -> None:
+        """Soft-threshold the L1 part: w <- sign(w) * max(|w| - threshold * r, 0), in place.
+
+        `threshold` is one number for every weight, or one tensor per parameter holding a
+        threshold per coordinate (the adaptive proximal step of an Adam-type optimizer).
+        """
+        if isinstance(threshold, float | int):
+            if threshold * self.l1_ratio <= 0:
+                return
+            shrink: float | list[torch.Tensor] = threshold * self.l1_ratio
+        else:
+            shrink = torch._foreach_mul(threshold, self.l1_ratio)
         magnitudes = torch._foreach_abs(params)
         torch._foreach_sub_(magnitudes, shrink)
         torch._foreach_clamp_min_(magnitudes, 0.0)

@@ -29,6 +29,8 @@ class Job:
         items = {k: v for k, v in self.overrides.items() if k.lstrip("+~") not in IGNORED_KEYS}
         if items.get("regularization") == "none":  # `none` ignores every regularization.* knob
             items = {k: v for k, v in items.items() if not k.startswith("regularization.")}
+        if items.get("regularization") in ("l1", "l2"):  # their l1_ratio is fixed (1 or 0)
+            items.pop("regularization.l1_ratio", None)
         return tuple(sorted(items.items()))
 
 

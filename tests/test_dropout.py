@@ -14,7 +14,7 @@ from reglab.callbacks.mc_dropout import mc_predict
 from reglab.data import DigitsDataModule
 from reglab.errors import ConfigError
 from reglab.module import RegLabModule
-from reglab.run import _plain, train
+from reglab.run import _plain, run_one, train
 
 # --- schedules ---------------------------------------------------------------------------------
 
@@ -146,6 +146,25 @@ def test_mc_passes_differ_in_test_and_batchnorm_stats_stay(tmp_path, model, laye
     assert not torch.allclose(passes[0], passes[1])
 
 
+def test_mc_predict_returns_the_mean_of_dropout_on_passes_then_restores(tmp_path):
+    module, data = _trained("cnn", tmp_path)
+    plain = torch.cat(quiet_trainer().predict(module, datamodule=data))
+    torch.manual_seed(0)
+    mc_trainer = quiet_trainer(callbacks=[MCDropout(8, stages=["predict"])])
+    averaged = torch.cat(mc_trainer.predict(module, datamodule=data))
+    assert averaged.shape == plain.shape
+    torch.testing.assert_close(averaged.sum(1), torch.ones(len(averaged)))
+    assert (averaged - plain).abs().max() > 1e-3  # dropout was on in the passes
+    # Same seed, same passes: the prediction is exactly the mean of mc_predict's passes.
+    torch.manual_seed(0)
+    data.setup("predict")
+    first_batch = next(iter(data.predict_dataloader()))[0]
+    reference = mc_predict(module.eval(), first_batch, 8).mean(0)
+    torch.testing.assert_close(averaged[: len(first_batch)], reference)
+    again = torch.cat(quiet_trainer().predict(module, datamodule=data))
+    torch.testing.assert_close(again, plain)  # deterministic again afterwards
+
+
 def test_mc_in_a_run_logs_val_and_test(make_cfg, tmp_path):
     train(make_cfg("model=mlp", "dropout=mc", "dropout.samples=4", "trainer.max_epochs=2"))
     metrics = read_metrics(tmp_path / "run")
@@ -155,9 +174,25 @@ def test_mc_in_a_run_logs_val_and_test(make_cfg, tmp_path):
     )
 
 
+def test_mc_p_sets_every_dropout_layer_for_training_and_evaluation(make_cfg, tmp_path):
+    seen = []
+
+    class Record(L.Callback):
+        def on_train_epoch_start(self, trainer, pl_module):
+            seen.extend(m.p for m in dropout_modules(pl_module))
+
+    cfg = make_cfg("model=mlp", "model.dropout=0.0", "dropout=mc", "dropout.p=0.3")
+    cfg.trainer.max_epochs = 1
+    run_one(cfg, extra_callbacks=[Record()])
+    assert seen and all(p == 0.3 for p in seen)
+    assert read_metrics(tmp_path / "run")["test"]["test/mc_spread"] > 0  # p = 0 would give 0
+
+
 def test_bad_mc_values(make_cfg):
     with pytest.raises(ConfigError, match="dropout.samples"):
         MCDropout(samples=1)
+    with pytest.raises(ConfigError, match="dropout.p"):
+        MCDropout(p=1.0)
     with pytest.raises(ConfigError, match="classification"):
         train(make_cfg("model=mlp", "data=regression", "dropout=mc"))
 

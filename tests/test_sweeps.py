@@ -170,3 +170,24 @@ def test_report_groups_ignore_knobs_an_option_does_not_use(tmp_path):
     assert key("regularization=elastic_net", "regularization.l1_ratio=0.2") != key(
         "regularization=elastic_net", "regularization.l1_ratio=0.8"
     )
+
+
+def test_report_baseline_defaults_to_a_swept_none_option(tmp_path):
+    from reglab.report.collect import Job
+    from reglab.report.table import summarize
+
+    def job(option: str, seed: int, acc: float) -> Job:
+        overrides = {"dropout": option, "seed": str(seed)}
+        return Job(folder=tmp_path, overrides=overrides, status="ok", metrics={"test/acc": acc})
+
+    jobs = [
+        job("constant", 0, 0.9),
+        job("constant", 1, 0.92),
+        job("none", 0, 0.8),
+        job("none", 1, 0.84),
+    ]
+    rows = {row.label: row for row in summarize(jobs, ["test/acc"])}
+    assert rows["dropout=none"].is_baseline and not rows["dropout=constant"].is_baseline
+    assert rows["dropout=constant"].delta["test/acc"] == pytest.approx(0.91 - 0.82)
+    named = {row.label: row for row in summarize(jobs, ["test/acc"], "dropout=constant")}
+    assert named["dropout=none"].delta["test/acc"] == pytest.approx(0.82 - 0.91)

@@ -19,6 +19,7 @@ from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 from torchmetrics.regression import MeanAbsoluteError, MeanSquaredError, R2Score
 
+from reglab.callbacks.mc_dropout import mc_predict
 from reglab.data.base import TASKS
 from reglab.errors import ConfigError
 from reglab.nn import build_net
@@ -28,6 +29,9 @@ STAGES = ("train", "val", "test")
 
 class RegLabModule(L.LightningModule):
     """Net + loss + metrics + optimizer/scheduler built from plain config dicts."""
+
+    # Set by the MC-dropout callback (dropout=mc): predict averages this many dropout-on passes.
+    predict_passes: int = 1
 
     def __init__(
         self,
@@ -96,8 +100,11 @@ class RegLabModule(L.LightningModule):
         self._step(batch, "test")
 
     def predict_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-        """Class probabilities, or regression outputs."""
-        outputs = self(batch[0] if isinstance(batch, (tuple, list)) else batch)
+        """Class probabilities, or regression outputs; MC-averaged when `predict_passes` > 1."""
+        x = batch[0] if isinstance(batch, (tuple, list)) else batch
+        if self.predict_passes > 1 and self.task == "classification":
+            return mc_predict(self, x, self.predict_passes).mean(0)
+        outputs = self(x)
         return outputs.softmax(dim=-1) if self.task == "classification" else outputs
 
     def epoch_data_loss(self, stage: str) -> float | None:

@@ -1,10 +1,11 @@
-"""Monte-Carlo dropout at validation and test; driven by `dropout=mc`.
+"""Monte-Carlo dropout at validation, test and predict; driven by `dropout=mc`.
 
 Lightning evaluates in eval mode, so the module's own metrics stay deterministic. For every
 evaluation batch this callback switches only the dropout layers back to train mode (BatchNorm
 stays in eval and its running statistics are untouched), averages `samples` stochastic softmax
 outputs, switches them back, and logs `<stage>/mc_acc`, `<stage>/mc_loss` (NLL of the mean), the
 mean predictive entropy `<stage>/mc_entropy` and `<stage>/mc_spread` (mean std across passes).
+In predict, `trainer.predict` returns the MC-averaged class probabilities instead of one pass.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from reglab import checks
 from reglab.callbacks.dropout_schedule import dropout_modules
 from reglab.errors import ConfigError
 
-STAGES = ("val", "test")
+STAGES = ("val", "test", "predict")
 
 
 @torch.no_grad()
@@ -40,8 +41,12 @@ def mc_predict(net: nn.Module, x: torch.Tensor, samples: int) -> torch.Tensor:
 class MCDropout(L.Callback):
     """Logs MC-dropout metrics next to the deterministic ones (see module docstring)."""
 
-    def __init__(self, samples: int = 20, stages: list[str] | None = None) -> None:
+    def __init__(
+        self, samples: int = 20, stages: list[str] | None = None, p: float | None = None
+    ) -> None:
         self.samples = checks.integer("dropout.samples", samples, minimum=2)
+        # p: train and evaluate with this p in every dropout layer (None: keep the model's p).
+        self.p = None if p is None else checks.probability("dropout.p", p, allow_one=False)
         self.stages = [checks.choice("dropout.stages", s, STAGES) for s in stages or STAGES]
         self._sums: dict[str, torch.Tensor] = {}
 
@@ -51,6 +56,9 @@ class MCDropout(L.Callback):
             raise ConfigError("dropout", "MC dropout needs a model with dropout layers")
         if getattr(pl_module, "task", "classification") != "classification":
             raise ConfigError("dropout", "MC dropout metrics are defined for classification")
+        if self.p is not None:
+            for layer in dropout_modules(pl_module):
+                layer.p = self.p
 
     def _reset(self) -> None:
         self._sums = {}
@@ -90,6 +98,15 @@ class MCDropout(L.Callback):
         }
         pl_module.log_dict({k: v.float() for k, v in metrics.items()}, on_step=False, on_epoch=True)
         self._reset()
+
+    def on_predict_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Make predict_step return the mean of `samples` dropout-on passes."""
+        if "predict" in self.stages:
+            pl_module.predict_passes = self.samples
+
+    def on_predict_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Back to deterministic predictions."""
+        pl_module.predict_passes = 1
 
     def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """Start a fresh MC tally."""

@@ -27,6 +27,7 @@ class ConfigRow:
     jobs: list[Job] = field(default_factory=list)
     delta: dict[str, float] = field(default_factory=dict)
     p_value: dict[str, float] = field(default_factory=dict)
+    is_baseline: bool = False
 
     @property
     def label(self) -> str:
@@ -75,7 +76,8 @@ def summarize(jobs: list[Job], metrics: list[str], baseline: str | None = None) 
     """One row per configuration, with differences and Welch p-values against the baseline.
 
     The baseline is the configuration whose label contains `baseline` (default: the one with
-    `regularization=none`); without one, no comparison is made.
+    `regularization=none`, else the first `<group>=none` among the swept keys, as in a dropout or
+    augmentation ablation); without one, no comparison is made.
     """
     rows: dict[tuple, ConfigRow] = defaultdict(lambda: ConfigRow(key=()))
     for job in jobs:
@@ -96,8 +98,12 @@ def summarize(jobs: list[Job], metrics: list[str], baseline: str | None = None) 
     shown = tuple(k for k in sorted(keys) if len({dict(r.key).get(k) for r in ordered}) > 1)
     for row in ordered:
         row.shown = shown
-    wanted = baseline or "regularization=none"
-    base = next((row for row in ordered if wanted in row.label.split(",")), None)
+    candidates = [baseline] if baseline else ["regularization=none"] + [f"{k}=none" for k in shown]
+    base = next(
+        (row for wanted in candidates for row in ordered if wanted in row.label.split(",")), None
+    )
+    if base is not None:
+        base.is_baseline = True
     for row in ordered:
         if base is None or row is base:
             continue
@@ -159,8 +165,14 @@ def write_tables(rows: list[ConfigRow], metrics: list[str], folder: Path) -> tup
         lines.append(
             f"| {row.label} | {ok} | {row.failed} | {row.pruned} | " + " | ".join(cells) + " |"
         )
+    base = next((row for row in rows if row.is_baseline), None)
+    against = (
+        f"Δ and Welch p against the baseline `{base.label}`"
+        if base
+        else "no baseline in this sweep (name one with --baseline key=value)"
+    )
     md_path.write_text(
-        "# Ablation report\n\nmean ± std (95 % CI half-width); Δ and Welch p against the baseline.\n\n"
+        f"# Ablation report\n\nmean ± std (95 % CI half-width); {against}.\n\n"
         + "\n".join(lines)
         + "\n"
     )

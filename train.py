@@ -7,7 +7,7 @@ import hydra
 from omegaconf import DictConfig
 
 from reglab.cli import exit_on_unknown_group_options
-from reglab.errors import find_config_error
+from reglab.errors import TrainingDiverged, find_config_error
 from reglab.run import train
 from reglab.sweep import register_resolvers
 
@@ -19,6 +19,9 @@ def main(cfg: DictConfig) -> float | None:
     """Hydra entry point; a bad config value exits 2 with one line naming the key."""
     try:
         return train(cfg)
+    except TrainingDiverged as error:
+        print(f"reglab: error: {error}", file=sys.stderr)
+        raise SystemExit(1) from None
     except Exception as error:
         config_error = find_config_error(error)
         if config_error is None:

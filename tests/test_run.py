@@ -10,7 +10,7 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from conftest import read_metrics
-from reglab.errors import ConfigError
+from reglab.errors import ConfigError, TrainingDiverged
 from reglab.module import RegLabModule
 from reglab.run import train
 
@@ -139,6 +139,17 @@ def test_fast_dev_run_keeps_no_outputs(make_cfg, tmp_path):
     cfg = make_cfg("debug=fdr")
     train(cfg)
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("early_stopping", ["val_loss", "none"])
+def test_a_diverged_run_fails_and_writes_no_metrics(make_cfg, tmp_path, early_stopping):
+    cfg = make_cfg(
+        "model=mlp", "optimizer=sgd", "optimizer.lr=1e6", f"early_stopping={early_stopping}"
+    )
+    cfg.trainer.max_epochs = 3
+    with pytest.raises(TrainingDiverged, match=r"diverged at epoch 0 \(train/loss = nan"):
+        train(cfg)
+    assert not (tmp_path / "run" / "metrics.json").exists()
 
 
 def test_optimized_metric_lookup(make_cfg, tmp_path):

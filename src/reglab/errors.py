@@ -1,4 +1,4 @@
-"""The one error type reglab raises for a bad configuration value."""
+"""Errors reglab raises: a bad configuration value, and a run whose training diverged."""
 
 
 class ConfigError(ValueError):
@@ -7,6 +7,10 @@ class ConfigError(ValueError):
     def __init__(self, key: str, message: str) -> None:
         self.key = key
         super().__init__(f"{key}: {message}")
+
+
+class TrainingDiverged(RuntimeError):
+    """The training loss or the monitored metric became NaN or infinite: the run has no result."""
 
 
 def find_config_error(error: BaseException) -> ConfigError | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import shutil
 import socket
@@ -23,7 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 import reglab
 from reglab.callbacks import EpochHistory
 from reglab.config import print_config, validate
-from reglab.errors import ConfigError, find_config_error
+from reglab.errors import ConfigError, TrainingDiverged, find_config_error
 from reglab.module import RegLabModule
 from reglab.sweep import (
     error_summary,
@@ -107,6 +108,7 @@ def run_one(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) ->
     trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     # Read fit results now: testing on a checkpoint restores callback states (history, stopper).
     history = history.frozen()
+    _raise_if_diverged(history.epochs, ("train/loss", cfg.monitor))
     stopper = trainer.early_stopping_callback
     stopped_epoch = stopper.stopped_epoch if stopper and stopper.stopped_epoch else None
     best_checkpoint = (
@@ -125,6 +127,18 @@ def run_one(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) ->
     else:
         _remove_outputs(Path(cfg.paths.output_dir))
     return summary["objective"]
+
+
+def _raise_if_diverged(epochs: list[dict[str, float]], keys: tuple[str, ...]) -> None:
+    """A non-finite loss or monitored metric in any epoch fails the run (no metrics.json)."""
+    for row in epochs:
+        bad = {k: row[k] for k in keys if k in row and not math.isfinite(row[k])}
+        if bad:
+            what = ", ".join(f"{k} = {v}" for k, v in bad.items())
+            raise TrainingDiverged(
+                f"training diverged at epoch {row['epoch']} ({what}); "
+                "lower optimizer.lr or the regularization strength"
+            )
 
 
 def _plain(node: Any) -> Any:

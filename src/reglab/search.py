@@ -11,7 +11,6 @@ recorded as pruned, not failed. The best parameters and value go to `best.yaml`.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from reglab.errors import ConfigError
+from reglab.sweep import write_record
 
 PARAM_TYPES = ("float", "int", "categorical")
 PRUNERS = ("median", "hyperband", "none")
@@ -146,7 +146,7 @@ def _record(trial_dir: Path, status: str, message: str, values: dict[str, Any]) 
         "error": message.splitlines()[0] if message else "",
         "params": values,
     }
-    (trial_dir / "metrics.json").write_text(json.dumps(record, indent=2))
+    write_record(trial_dir, record)
 
 
 def _write_best(study: Any, folder: Path) -> float | None:

@@ -32,7 +32,7 @@ FAIR = [
     "+trainer.enable_checkpointing=false",
     "trainer.enable_progress_bar=false",
     "+trainer.enable_model_summary=false",
-    "+trainer.num_sanity_val_steps=0",
+    "trainer.num_sanity_val_steps=0",
     "print_config=false",
     "keep_outputs=false",
 ]

@@ -113,11 +113,28 @@ def test_unknown_group_option_in_process_is_a_hydra_error(make_cfg):
         ("model.norm=relu", "model.norm"),
         ("model.dropout=1.0", "model.dropout"),
         ("model.dropout=-0.1", "model.dropout"),
+        ("model.width=0", "model.width"),
+        ("model.depth=-1", "model.depth"),
+        ("optimizer.lr=-1", "optimizer.lr"),
+        ("optimizer=sgd optimizer.momentum=-0.5", "optimizer.momentum"),
+        ("+optimizer.foo=1", "optimizer"),
+        ("scheduler=step scheduler.step_size=0", "scheduler.step_size"),
+        ("scheduler=plateau scheduler.factor=2", "scheduler.factor"),
+        ("early_stopping.patience=-1", "early_stopping.patience"),
+        ("early_stopping.min_delta=-0.1", "early_stopping.min_delta"),
+        ("trainer.precision=bogus", "trainer.precision"),
+        ("trainer.strategy=bogus", "trainer.strategy"),
+        ("trainer.devices=0", "trainer.devices"),
+        ("trainer.accelerator=gpu", "trainer.accelerator"),  # this test machine has no GPU
+        ("trainer.accumulate_grad_batches=0", "trainer.accumulate_grad_batches"),
+        ("trainer.gradient_clip_val=-1", "trainer.gradient_clip_val"),
     ],
 )
 def test_bad_values_raise_config_error_naming_the_key(make_cfg, tmp_path, override, key):
+    if "gpu" in override and torch.cuda.is_available():
+        pytest.skip("a GPU is present")
     with pytest.raises(ConfigError) as error:
-        train(make_cfg("model=mlp", override))
+        train(make_cfg("model=mlp", *override.split()))
     assert error.value.key == key
     assert not (tmp_path / "run" / "metrics.json").exists()
 

@@ -8,6 +8,7 @@ from rich.console import Console
 from rich.syntax import Syntax
 from rich.tree import Tree
 
+from reglab import checks
 from reglab.errors import ConfigError
 
 MONITOR_MODES = ("min", "max")
@@ -29,6 +30,15 @@ def validate(cfg: DictConfig) -> None:
     for key in ("data", "model", "trainer"):
         if not cfg.get(key):
             raise ConfigError(key, "is missing; choose an option of that config group")
+    trainer = cfg.trainer
+    # Lightning accepts these and fails mid-run (accumulate 0: ZeroDivisionError) or never.
+    checks.integer("trainer.accumulate_grad_batches", trainer.get("accumulate_grad_batches", 1), 1)
+    if trainer.get("gradient_clip_val") is not None:
+        checks.number("trainer.gradient_clip_val", trainer.gradient_clip_val, 0.0)
+    stopper = cfg.get("early_stopping")
+    if stopper and "_target_" in stopper:  # Lightning's EarlyStopping does not check these
+        checks.integer("early_stopping.patience", stopper.get("patience", 3))
+        checks.number("early_stopping.min_delta", stopper.get("min_delta", 0.0), 0.0)
 
 
 @rank_zero_only

@@ -19,6 +19,7 @@ from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 from torchmetrics.regression import MeanAbsoluteError, MeanSquaredError, R2Score
 
+from reglab import checks
 from reglab.callbacks.mc_dropout import mc_predict
 from reglab.data.base import TASKS
 from reglab.errors import ConfigError
@@ -140,25 +141,73 @@ class RegLabModule(L.LightningModule):
         """Log test loss and metrics."""
         self._log_epoch("test")
 
-    def configure_optimizers(self) -> Any:
-        """Optimizer with decoupled weight decay on weights (ndim > 1) only, and a scheduler."""
+    def build_optimizer(self) -> torch.optim.Optimizer:
+        """The optimizer, with decoupled weight decay on weights (ndim > 1) only."""
         config = dict(self.hparams.optimizer or {"_target_": "torch.optim.Adam", "lr": 1e-3})
         optimizer_cls = get_class(config.pop("_target_"))
         weight_decay = config.pop("weight_decay", 0.0)
-        optimizer = optimizer_cls(_parameter_groups(self.net, weight_decay), **config)
-        scheduler_config = dict(self.hparams.scheduler or {})
-        if not scheduler_config:
+        return optimizer_cls(_parameter_groups(self.net, weight_decay), **config)
+
+    def build_scheduler(self, optimizer: torch.optim.Optimizer) -> Any:
+        """The learning-rate scheduler of the `scheduler` config (which must not be empty)."""
+        config = dict(self.hparams.scheduler)
+        config.pop("interval", None)
+        return get_class(config.pop("_target_"))(optimizer, **config)
+
+    def configure_optimizers(self) -> Any:
+        """Optimizer and, if configured, a scheduler stepped every epoch (or `interval`)."""
+        optimizer = self.build_optimizer()
+        if not self.hparams.scheduler:
             return optimizer
-        interval = scheduler_config.pop("interval", "epoch")
-        scheduler = get_class(scheduler_config.pop("_target_"))(optimizer, **scheduler_config)
         return {
             "optimizer": optimizer,
             "lr_scheduler": {
-                "scheduler": scheduler,
+                "scheduler": self.build_scheduler(optimizer),
                 "monitor": self.hparams.monitor,
-                "interval": interval,
+                "interval": self.hparams.scheduler.get("interval", "epoch"),
             },
         }
+
+
+# Words of torch's optimizer / scheduler error messages -> the config key they are about.
+_MESSAGE_KEYS = {
+    "learning rate": "lr",
+    "momentum": "momentum",
+    "weight_decay": "weight_decay",
+    "epsilon": "eps",
+    "beta": "betas",
+    "factor": "factor",
+    "dampening": "dampening",
+}
+
+
+def _config_error(group: str, error: Exception) -> ConfigError:
+    message = str(error).splitlines()[0] if str(error) else type(error).__name__
+    key = next((k for word, k in _MESSAGE_KEYS.items() if word in message.lower()), None)
+    return ConfigError(f"{group}.{key}" if key else group, message)
+
+
+def check_optimization(module: RegLabModule) -> None:
+    """Build the optimizer and scheduler once and step them, so bad values fail before training."""
+    try:
+        optimizer = module.build_optimizer()
+    except (ValueError, TypeError) as error:
+        raise _config_error("optimizer", error) from None
+    scheduler_config = module.hparams.get("scheduler") or {}
+    for key in ("step_size", "T_max"):  # torch accepts 0 and fails with ZeroDivisionError later
+        if key in scheduler_config:
+            checks.integer(f"scheduler.{key}", scheduler_config[key], minimum=1)
+    if not scheduler_config:
+        return
+    try:
+        scheduler = module.build_scheduler(optimizer)
+        optimizer.step()  # no gradients yet: changes nothing
+        if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            scheduler.step(1.0)
+        else:
+            scheduler.step()
+    except (ValueError, TypeError, ZeroDivisionError) as error:
+        raise _config_error("scheduler", error) from None
 
 
 def _parameter_groups(net: nn.Module, weight_decay: float) -> list[dict]:

@@ -25,7 +25,7 @@ import reglab
 from reglab.callbacks import EpochHistory
 from reglab.config import print_config, validate
 from reglab.errors import ConfigError, TrainingDiverged, find_config_error
-from reglab.module import RegLabModule
+from reglab.module import RegLabModule, check_optimization
 from reglab.sweep import (
     error_summary,
     in_multirun,
@@ -88,6 +88,7 @@ def run_one(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) ->
         monitor=cfg.monitor,
         log_every_step=cfg.get("log_every_step", False),
     )
+    check_optimization(model)
     if cfg.monitor not in model.metric_names("val"):
         raise ConfigError(
             "monitor",
@@ -147,14 +148,33 @@ def _plain(node: Any) -> Any:
 
 
 def _instantiate(node: DictConfig, **kwargs: Any) -> Any:
-    """`hydra.utils.instantiate`, re-raising a ConfigError that Hydra wrapped."""
+    """`hydra.utils.instantiate`; a failure becomes a ConfigError naming the key it is about.
+
+    A ConfigError that Hydra wrapped is re-raised as is. Any other error of the constructor
+    (Lightning's Trainer refusing a precision, an unknown keyword, ...) names the node's key
+    whose name appears in the message, or the node itself.
+    """
     try:
         return instantiate(node, **kwargs)
     except InstantiationException as error:
         config_error = find_config_error(error)
-        if config_error is None:
-            raise
-        raise config_error from None
+        if config_error is not None:
+            raise config_error from None
+        cause = error.__cause__ or error
+        message = str(cause).splitlines()[0] if str(cause) else type(cause).__name__
+        node_key = node._get_full_key(None) or "config"
+        lowered = message.lower()
+        named = [k for k in node if isinstance(k, str) and k != "_target_" and k in lowered]
+        if (
+            not named
+            and "accelerator" in node
+            and any(w in lowered for w in ("gpu", "cuda", "mps"))
+        ):
+            named = ["accelerator"]  # "No supported gpu backend found!"
+        # The key the message names first is the one it is about ("devices=0 ... cpu accelerator").
+        first = min(named, key=lambda k: lowered.find(k) % (len(lowered) + 1)) if named else None
+        key = f"{node_key}.{first}" if first else node_key
+        raise ConfigError(key, message) from None
 
 
 def _instantiate_all(group: DictConfig | None) -> list:

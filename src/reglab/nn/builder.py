@@ -45,6 +45,10 @@ def check_knobs(spec: dict) -> None:
             raise ConfigError(f"model.{knob}", f"got {value!r}; valid: {', '.join(allowed)}")
     if "dropout" in spec:
         checks.probability("model.dropout", spec["dropout"], allow_one=False)
+    if "width" in spec:
+        checks.integer("model.width", spec["width"], minimum=1)
+    if "depth" in spec:
+        checks.integer("model.depth", spec["depth"], minimum=0)
 
 
 def build_net(spec: dict, input_shape: Sequence[int], num_outputs: int) -> nn.Sequential:
@@ -142,6 +146,9 @@ def _construct(entry: LayerEntry, kwargs: dict, shape: Shape, key: str) -> nn.Mo
         )
     inferred = entry.infer(shape) if entry.infer else {}
     arguments = {**inferred, **kwargs}
+    for size in ("out_features", "out_channels"):  # torch builds empty layers from 0
+        if size in arguments:
+            checks.integer(f"{key}.{entry.name}.{size}", arguments[size], minimum=1)
     if issubclass(entry.cls, _DropoutNd) and "p" in arguments:
         # torch accepts p = 1 (a layer that zeroes everything); as a regularizer it is a mistake.
         checks.probability(f"{key}.{entry.name}.p", arguments["p"], allow_one=False)

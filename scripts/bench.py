@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
+from omegaconf import DictConfig
 
 from reglab.nn import build_net
 from reglab.run import _plain, train
@@ -38,7 +39,7 @@ FAIR = [
 ]
 
 
-def hand_loop(cfg) -> float:
+def hand_loop(cfg: DictConfig) -> float:
     """The same training written by hand: Adam, train/val each epoch, one test pass."""
     torch.manual_seed(cfg.seed)
     datamodule = instantiate(cfg.data)

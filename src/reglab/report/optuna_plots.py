@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -31,7 +32,7 @@ def plot_study(folder: Path) -> list[Path]:
     return written
 
 
-def _history(study, complete, path: Path) -> Path:
+def _history(study: Any, complete: list[Any], path: Path) -> Path:
     import optuna
 
     minimize = study.direction == optuna.study.StudyDirection.MINIMIZE

@@ -236,6 +236,20 @@ def test_digits_splits_depend_only_on_split_seed():
     assert not torch.equal(a["train"].x[:50], c["train"].x[:50])
 
 
+def test_images_are_standardized_per_channel_not_per_pixel():
+    raw = DigitsDataModule(layout="image", standardize=False).splits
+    std = DigitsDataModule(layout="image").splits
+    x_train = std["train"].x.double()
+    assert abs(x_train.mean().item()) < 1e-6 and abs(x_train.std(unbiased=False).item() - 1) < 1e-5
+    # One affine map for every pixel: blank pixels stay equal to each other, and the ranking of
+    # intensities is kept, so a shifted image is still a standardized image.
+    mean, scale = raw["train"].x.double().mean(), raw["train"].x.double().std(unbiased=False)
+    for name in ("train", "test"):
+        expected = (raw[name].x.double() - mean) / scale
+        torch.testing.assert_close(std[name].x.double(), expected, atol=1e-5, rtol=0)
+    assert std["train"].x.abs().max() < 5  # per-pixel statistics give values above 20 here
+
+
 def test_digits_standardization_uses_training_statistics_only():
     raw = DigitsDataModule(layout="flat", standardize=False).splits
     std = DigitsDataModule(layout="flat").splits

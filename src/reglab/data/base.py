@@ -212,7 +212,13 @@ class TensorDataModule(L.LightningDataModule):
 
 
 def _moments(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-feature mean and std over the first axis; constant features get std 1."""
-    mean = a.mean(axis=0, keepdims=True)
-    std = a.std(axis=0, keepdims=True)
+    """Mean and std per feature (N, F), or per channel for images (N, C, H, W[, D]).
+
+    Images get one mean/std per channel, as torchvision's Normalize: per-pixel statistics would
+    give near-constant border pixels huge standardized values, which shifts and rotations then
+    carry into the middle of the image. Constant features get std 1.
+    """
+    axes = (0,) if a.ndim <= 2 else (0, *range(2, a.ndim))
+    mean = a.mean(axis=axes, keepdims=True)
+    std = a.std(axis=axes, keepdims=True)
     return mean, np.where(std > 1e-8, std, 1.0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import lightning as L
@@ -9,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import quiet_trainer
+from conftest import quiet_trainer, run_train_py
 from reglab.callbacks import WeightPenalty
 from reglab.data.base import TensorDataModule
 from reglab.errors import ConfigError
@@ -319,3 +320,51 @@ def test_penalty_gradient_is_added_before_clipping(penalty):
     _assert_same(got, want, atol=1e-10)
     unclipped = _fit(penalty, False, "sgd")
     assert not torch.allclose(got["net.head.weight"], unclipped["net.head.weight"], atol=1e-6)
+
+
+# ElasticNet has both parts, so it runs by default; L1 and L2 alone are in the slow set.
+@pytest.mark.parametrize(
+    "penalty",
+    [
+        pytest.param(p, marks=pytest.mark.slow) if p["kind"] != "elastic_net" else p
+        for p in PENALTIES
+    ],
+    ids=lambda p: p["kind"],
+)
+def test_ddp_cpu_preset_equals_one_process_on_the_global_batch(tmp_path, penalty):
+    # As a user types it: trainer=ddp_cpu (2 gloo processes, 16 samples each) against one process
+    # on batches of 32. Ranks shard each epoch's permutation alternately, so every global batch is
+    # the single run's batch; float64 leaves only summation-order rounding. (20 steps: the odd
+    # training set's last batch is padded under DDP, as DistributedSampler pads it.)
+    common = [
+        "model=mlp",
+        "model.dropout=0.0",  # dropout masks would differ between ranks and the single run
+        f"regularization={penalty['kind']}",
+        f"regularization.strength={penalty['strength']}",
+        "regularization.l1_ratio=0.3",
+        "optimizer=sgd",
+        "trainer.precision=64-true",
+        "trainer.max_epochs=1",
+        "trainer.limit_train_batches=20",
+        "early_stopping=none",
+        "print_config=false",
+        "trainer.enable_progress_bar=false",
+        "logger=none",
+    ]
+    weights = {}
+    for trainer, batch in (("ddp_cpu", 16), ("cpu", 32)):
+        run_dir = tmp_path / trainer
+        result = run_train_py(
+            [
+                *common,
+                f"trainer={trainer}",
+                f"data.batch_size={batch}",
+                f"paths.output_dir={run_dir}",
+            ],
+            cwd=tmp_path,
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        checkpoint = json.loads((run_dir / "metrics.json").read_text())["best_checkpoint"]
+        state = torch.load(checkpoint, weights_only=True)["state_dict"]
+        weights[trainer] = {k: v for k, v in state.items() if k.startswith("net.")}
+    _assert_same(weights["ddp_cpu"], weights["cpu"], atol=1e-10)

@@ -93,6 +93,9 @@ def test_same_seed_same_numbers_on_cpu(tmp_path):
         ["model=gated", "optimizer=adamw", "scheduler=cosine"],
         ["model=conv3d", "data=volumes", "scheduler=step"],
         ["model=mlp", "data=moons", "scheduler=plateau", "logger=csv"],
+        # The model summary and activation monitor feed the net inputs of the net's own dtype.
+        ["model=cnn", "trainer.precision=64-true", "dropout=mc", "dropout.samples=2"],
+        ["model=mlp", "trainer.precision=bf16-mixed", "trainer.accumulate_grad_batches=2"],
         ["model=mlp", "data=regression", "callbacks=none", "logger=none"],
     ],
     ids=lambda o: " ".join(o),

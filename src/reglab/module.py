@@ -50,8 +50,6 @@ class RegLabModule(L.LightningModule):
             raise ConfigError("data.task", f"unknown task {task!r}; valid: {', '.join(TASKS)}")
         self.save_hyperparameters()
         self.net = build_net(model, input_shape, num_outputs)
-        # Lets the model summary show tensor sizes and `logger.log_graph=true` trace the net.
-        self.example_input_array = torch.zeros(2, *input_shape)
         self.task = task
         self.log_every_step = log_every_step
         template = _metrics(task, num_outputs)
@@ -61,6 +59,17 @@ class RegLabModule(L.LightningModule):
             {f"{stage}_": template.clone(prefix=f"{stage}/") for stage in STAGES}
         )
         self._epoch_outputs: dict[str, list] = {stage: [] for stage in STAGES}
+
+    @property
+    def example_input_array(self) -> torch.Tensor:
+        """Two zero inputs for the model summary and `logger.log_graph=true`, in the net's dtype.
+
+        A property because `trainer.precision=64-true` (or bf16-true) converts the module's
+        parameters after construction, and Lightning passes this tensor to the net as it is.
+        """
+        parameter = next(self.net.parameters(), None)
+        dtype = parameter.dtype if parameter is not None else torch.get_default_dtype()
+        return torch.zeros(2, *self.hparams.input_shape, dtype=dtype, device=self.device)
 
     def metric_names(self, stage: str) -> list[str]:
         """Names this module logs for `stage`, e.g. val/loss, val/acc, val/f1."""

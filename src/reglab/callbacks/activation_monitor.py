@@ -78,7 +78,8 @@ class ActivationMonitor(L.Callback):
         if x is None:
             return
         net = getattr(pl_module, "net", pl_module)
-        stats = self.measure(net, x.to(pl_module.device))
+        # convert_input: the dtype of the precision setting (float64 for 64-true, ...).
+        stats = self.measure(net, trainer.precision_plugin.convert_input(x.to(pl_module.device)))
         self.records.append({"epoch": epoch, **stats})
         for logger in trainer.loggers:
             if isinstance(logger, TensorBoardLogger) and trainer.is_global_zero:

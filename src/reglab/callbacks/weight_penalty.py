@@ -121,6 +121,7 @@ class WeightPenalty(L.Callback):
             if strength <= 0:  # strength 0, or the warm-up's first epoch
                 continue
             by_lr: dict[float, list[torch.Tensor]] = {}
+            per_weight: tuple[list[torch.Tensor], list[torch.Tensor]] = ([], [])
             for param in group.params:
                 if id(param) not in settings:
                     continue
@@ -129,9 +130,12 @@ class WeightPenalty(L.Callback):
                 if scale is None:
                     by_lr.setdefault(lr, []).append(param)
                 else:
-                    self.penalty.proximal_step([param], [scale.mul_(lr * strength)])
+                    per_weight[0].append(param)
+                    per_weight[1].append(scale.mul_(lr * strength))
             for lr, params in by_lr.items():
                 self.penalty.proximal_step(params, lr * strength)
+            if per_weight[0]:  # one foreach pass over every Adam-scaled parameter
+                self.penalty.proximal_step(*per_weight)
 
     def value(self) -> torch.Tensor:
         """The current penalty: sum over groups of strength * warm-up factor * R(w)."""

@@ -162,7 +162,7 @@ def _instantiate(node: DictConfig, **kwargs: Any) -> Any:
             raise config_error from None
         cause = error.__cause__ or error
         message = str(cause).splitlines()[0] if str(cause) else type(cause).__name__
-        node_key = node._get_full_key(None) or "config"
+        node_key = node._get_full_key(None) or "config"  # e.g. "trainer", "logger.tensorboard"
         lowered = message.lower()
         named = [k for k in node if isinstance(k, str) and k != "_target_" and k in lowered]
         if (
@@ -172,7 +172,7 @@ def _instantiate(node: DictConfig, **kwargs: Any) -> Any:
         ):
             named = ["accelerator"]  # "No supported gpu backend found!"
         # The key the message names first is the one it is about ("devices=0 ... cpu accelerator").
-        first = min(named, key=lambda k: lowered.find(k) % (len(lowered) + 1)) if named else None
+        first = min(named, key=lowered.find) if named else None
         key = f"{node_key}.{first}" if first else node_key
         raise ConfigError(key, message) from None
 

@@ -23,6 +23,12 @@ def dropout_modules(module: nn.Module) -> list[_DropoutNd]:
     return [m for m in module.modules() if isinstance(m, _DropoutNd)]
 
 
+def set_dropout_p(module: nn.Module, p: float) -> None:
+    """Set p of every dropout layer in `module`."""
+    for layer in dropout_modules(module):
+        layer.p = p
+
+
 class DropoutSchedule(L.Callback):
     """Sets p of every dropout layer from the epoch number (see module docstring)."""
 
@@ -67,6 +73,5 @@ class DropoutSchedule(L.Callback):
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """Set this epoch's p on every dropout layer and log it."""
         p = self.p_at(trainer.current_epoch)
-        for module in dropout_modules(pl_module):
-            module.p = p
+        set_dropout_p(pl_module, p)
         pl_module.log("dropout/p", p, on_step=False, on_epoch=True)

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from reglab import checks
-from reglab.callbacks.dropout_schedule import dropout_modules
+from reglab.callbacks.dropout_schedule import dropout_modules, set_dropout_p
 from reglab.errors import ConfigError
 
 STAGES = ("val", "test", "predict")
@@ -57,8 +57,7 @@ class MCDropout(L.Callback):
         if getattr(pl_module, "task", "classification") != "classification":
             raise ConfigError("dropout", "MC dropout metrics are defined for classification")
         if self.p is not None:
-            for layer in dropout_modules(pl_module):
-                layer.p = self.p
+            set_dropout_p(pl_module, self.p)
 
     def _reset(self) -> None:
         self._sums = {}

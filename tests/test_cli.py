@@ -128,6 +128,8 @@ def test_unknown_group_option_in_process_is_a_hydra_error(make_cfg):
         ("trainer.accelerator=gpu", "trainer.accelerator"),  # this test machine has no GPU
         ("trainer.accumulate_grad_batches=0", "trainer.accumulate_grad_batches"),
         ("trainer.gradient_clip_val=-1", "trainer.gradient_clip_val"),
+        ("trainer.num_sanity_val_steps=-5", "trainer.num_sanity_val_steps"),
+        ("trainer.limit_train_batches=-1", "trainer.limit_train_batches"),
     ],
 )
 def test_bad_values_raise_config_error_naming_the_key(make_cfg, tmp_path, override, key):

@@ -33,6 +33,7 @@ def validate(cfg: DictConfig) -> None:
     trainer = cfg.trainer
     # Lightning accepts these and fails mid-run (accumulate 0: ZeroDivisionError) or never.
     checks.integer("trainer.accumulate_grad_batches", trainer.get("accumulate_grad_batches", 1), 1)
+    checks.integer("trainer.num_sanity_val_steps", trainer.get("num_sanity_val_steps", 2), -1)
     if trainer.get("gradient_clip_val") is not None:
         checks.number("trainer.gradient_clip_val", trainer.gradient_clip_val, 0.0)
     stopper = cfg.get("early_stopping")

@@ -6,9 +6,9 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from reglab.cli import exit_on_unknown_group_options
+from reglab.cli import exit_on_bad_command_line
 from reglab.errors import TrainingDiverged, find_config_error
-from reglab.run import train
+from reglab.plugins import import_plugins
 from reglab.sweep import register_resolvers
 
 CONF_DIR = Path(__file__).resolve().parent / "conf"
@@ -16,8 +16,15 @@ CONF_DIR = Path(__file__).resolve().parent / "conf"
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    """Hydra entry point; a bad config value exits 2 with one line naming the key."""
+    """Hydra entry point: an Optuna search or one run; a bad config value exits 2 with one line."""
     try:
+        import_plugins(cfg.get("plugins") or [])
+        if cfg.get("hparams_search"):
+            from reglab.search import run_search
+
+            return run_search(cfg)
+        from reglab.run import train
+
         return train(cfg)
     except TrainingDiverged as error:
         print(f"reglab: error: {error}", file=sys.stderr)
@@ -30,7 +37,12 @@ def main(cfg: DictConfig) -> float | None:
         raise SystemExit(2) from None
 
 
-if __name__ == "__main__":
-    exit_on_unknown_group_options(CONF_DIR)
+def run() -> None:
+    """Check the command line's group options, then hand it to Hydra."""
+    exit_on_bad_command_line(CONF_DIR)
     register_resolvers()
     main()
+
+
+if __name__ == "__main__":
+    run()

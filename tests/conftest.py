@@ -68,3 +68,58 @@ def quiet_trainer(**kwargs) -> L.Trainer:
         "enable_model_summary": False,
     }
     return L.Trainer(**{**quiet, **kwargs})
+
+
+def run_train_in_process(args: Sequence[str], cwd: Path) -> int:
+    """`python train.py <args>` inside this process (so entries registered by a test are seen).
+
+    Returns the exit code (0 when main returned). Hydra's global state is cleared afterwards so
+    later in-process compositions start clean.
+    """
+    import importlib.util
+
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+
+    spec = importlib.util.spec_from_file_location("reglab_train_entry", ROOT / "train.py")
+    entry = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(entry)
+    saved_argv, saved_cwd = sys.argv, Path.cwd()
+    sys.argv = [str(ROOT / "train.py"), "--config-path", str(CONF_DIR), *args]
+    os.chdir(cwd)
+    try:
+        entry.run()
+        return 0
+    except SystemExit as exit_:
+        return exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
+    finally:
+        sys.argv = saved_argv
+        os.chdir(saved_cwd)
+        GlobalHydra.instance().clear()
+        HydraConfig.instance().cfg = None
+
+
+# Arguments that keep an in-process test run small and quiet: a 16-wide MLP, nothing printed.
+SMALL_RUN = [
+    "model=mlp",
+    "model.width=16",
+    "print_config=false",
+    "trainer.enable_progress_bar=false",
+    "logger=none",
+]
+
+
+def option_folder(root: Path, group: str, option: str, text: str) -> str:
+    """Write one option's YAML into a config folder of the test's own; return the searchpath override.
+
+    Hydra then finds `group=option` there as well as in conf/, as for a user's own config folder.
+    """
+    path = root / "conf" / group / f"{option}.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return f"hydra.searchpath=[file://{root / 'conf'}]"
+
+
+def run_records(folder: Path) -> list[dict]:
+    """Every metrics.json under `folder`/outputs (runs and sweep jobs), in path order."""
+    return [json.loads(p.read_text()) for p in sorted((folder / "outputs").rglob("metrics.json"))]

@@ -8,8 +8,8 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from conftest import quiet_trainer, read_metrics
+from reglab.augment import MIXES, cutmix, mixup
 from reglab.callbacks import BatchAugmentation
-from reglab.callbacks.batch_augmentation import cutmix, mixup
 from reglab.data import DigitsDataModule
 from reglab.errors import ConfigError
 from reglab.module import RegLabModule
@@ -33,10 +33,9 @@ def test_only_training_batches_are_augmented():
                 seen["val"].append(batch[0])
 
     module = RegLabModule({"layers": ["flatten"]}, [1, 8, 8], 10)
-    trainer = quiet_trainer(
-        max_epochs=1,
-        callbacks=[BatchAugmentation(noise_std=0.5), Spy()],
-    )
+    augmentation = BatchAugmentation(ops=[{"noise": {"std": 0.5}}])
+    data.train_batch_transform = augmentation  # as reglab.run hands it over
+    trainer = quiet_trainer(max_epochs=1, callbacks=[augmentation, Spy()])
     trainer.fit(module, datamodule=data)
     train_rows, val_rows = (_rows(torch.cat(seen[s])) for s in ("train", "val"))
     assert not train_rows & _rows(data.splits["train"].x)  # every training sample was changed
@@ -66,8 +65,8 @@ def test_cutmix_pastes_a_box_and_mixes_labels_by_its_area():
 
 def test_lambda_follows_beta_not_uniform():
     torch.manual_seed(0)
-    augmentation = BatchAugmentation(mixup_alpha=0.2)
-    samples = torch.tensor([augmentation.sample_lambda() for _ in range(4000)])
+    mixing = MIXES.get("mixup").build((3,), alpha=0.2)
+    samples = torch.tensor([mixing.sample_lambda() for _ in range(4000)])
     extreme = ((samples < 0.1) | (samples > 0.9)).float().mean().item()
     assert extreme > 0.55  # Beta(0.2, 0.2) puts ~64 % there; a uniform draw puts 20 %
     assert samples.mean().item() == pytest.approx(0.5, abs=0.03)
@@ -92,11 +91,23 @@ def test_noise_on_regression(make_cfg, tmp_path):
 @pytest.mark.parametrize(
     ("overrides", "key"),
     [
-        (["data.layout=flat", "augmentation=image"], "augmentation"),
-        (["data=moons", "augmentation=cutmix"], "augmentation"),
-        (["data=regression", "augmentation=mixup"], "augmentation"),
-        (["augmentation=image", "augmentation.flip=1.5"], "augmentation.flip"),
-        (["augmentation=noise", "augmentation.noise_std=-1"], "augmentation.noise_std"),
+        (["data.layout=flat", "augmentation=image"], "augmentation.ops[0]"),
+        (["data=moons", "augmentation=cutmix"], "augmentation.mix"),
+        (["data=regression", "augmentation=mixup"], "augmentation.mix"),
+        (
+            ["augmentation=image", "augmentation.ops=[{flip: {p: 1.5}}]"],
+            "augmentation.ops[0].flip.p",
+        ),
+        (
+            ["augmentation=noise", "augmentation.ops.0.noise.std=-1"],
+            "augmentation.ops[0].noise.std",
+        ),
+        (
+            ["augmentation=image", "augmentation.ops=[{noise: {}}, {crop: {pad: 1}}]"],
+            "augmentation.ops[1].crop",
+        ),
+        (["augmentation=image", "augmentation.ops=[{spin: {}}]"], "augmentation.ops[0]"),
+        (["augmentation=mixup", "augmentation.mix.mixup.alpha=0"], "augmentation.mix.mixup.alpha"),
     ],
 )
 def test_augmentation_that_does_not_fit_fails_before_training(make_cfg, tmp_path, overrides, key):
@@ -104,3 +115,68 @@ def test_augmentation_that_does_not_fit_fails_before_training(make_cfg, tmp_path
         train(make_cfg("model=mlp", *overrides))
     assert error.value.key == key
     assert not (tmp_path / "run" / "metrics.json").exists()
+
+
+class _Model(L.LightningModule):
+    """Just what BatchAugmentation.check reads: hparams input_shape/num_outputs and task."""
+
+    def __init__(self, input_shape: list[int], num_outputs: int = 3, task: str = "classification"):
+        super().__init__()
+        self.save_hyperparameters()
+        self.task = task
+
+
+def test_ops_run_in_the_listed_order_then_the_mix():
+    augmentation = BatchAugmentation(
+        ops=[{"rotation": {"degrees": 10}}, {"crop": {"padding": 2}}, {"noise": {"std": 0.1}}],
+        mix={"mixup": {"alpha": 0.2}},
+    )
+    augmentation.check(_Model([1, 8, 8]))
+    kinds = [type(m).__name__ for m in augmentation.pipeline]
+    assert kinds == ["RandomRotation", "RandomCrop", "GaussianNoise"]
+    crop = augmentation.pipeline[1].flags
+    assert (crop["size"], crop["padding"]) == ((8, 8), 2)  # crop size from the input shape
+    x, y = torch.randn(5, 1, 8, 8), torch.tensor([0, 1, 2, 0, 1])
+    mx, my = augmentation((x, y))
+    assert mx.shape == x.shape and my.shape == (5, 3)
+    torch.testing.assert_close(my.sum(1), torch.ones(5))  # soft targets, one unit of mass each
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "key"),
+    [
+        ({"ops": [{"rotation": {"degrees": 10}}, {"crop": {"pad": 1}}]}, "ops[1].crop"),
+        ({"ops": [{"spin": {}}]}, "ops[0]"),
+        ({"ops": [{"flip": {}, "crop": {}}]}, "ops[0]"),
+        ({"ops": {"flip": {}}}, "ops"),
+        ({"mix": {"blend": {"alpha": 1}}}, "mix"),
+        ({"mix": {"cutmix": {"beta": 1}}}, "mix.cutmix"),
+    ],
+)
+def test_a_bad_op_is_refused_at_construction_by_its_place(kwargs, key):
+    with pytest.raises(ConfigError) as error:
+        BatchAugmentation(**kwargs)
+    assert error.value.key == key
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "model", "key"),
+    [
+        ({"ops": [{"noise": {}}, {"erasing": {}}]}, _Model([64]), "ops[1]"),
+        ({"mix": {"cutmix": {}}}, _Model([64]), "mix"),
+        ({"mix": {"mixup": {}}}, _Model([4], 1, "regression"), "mix"),
+        ({"ops": [{"rotation": {"degrees": 200}}]}, _Model([1, 8, 8]), "ops[0].rotation.degrees"),
+    ],
+)
+def test_check_refuses_ops_that_do_not_fit_the_model(kwargs, model, key):
+    with pytest.raises(ConfigError) as error:
+        BatchAugmentation(**kwargs).check(model)
+    assert error.value.key == key
+
+
+def test_noise_alone_works_on_flat_data():
+    augmentation = BatchAugmentation(ops=[{"noise": {"std": 0.5}}])
+    augmentation.check(_Model([4], 1, "regression"))
+    x, y = torch.zeros(6, 4), torch.zeros(6, 1)
+    mx, my = augmentation((x, y))
+    assert (mx != 0).all() and my is y

@@ -66,7 +66,7 @@ def test_fast_dev_run_leaves_nothing_behind(tmp_path):
         (["model=mlp", "model.activation=relux"], ["model.activation", "'relux'", "mish"]),
         (
             ["model=cnn", "model.norm={batch_norm2d: {eps_: 1}}"],
-            ["eps_", "valid arguments", "momentum"],
+            ["eps_", "valid: ", "momentum"],
         ),
         (["model=transformer"], ["model", "'transformer'", "selu_net", "cnn"]),
         (["data=idx"], ["data.path"]),

@@ -146,14 +146,14 @@ def test_idx_module_configuration_errors(tmp_path):
     for path in (None, ""):
         with pytest.raises(ConfigError) as info:
             IdxDataModule(path=path)
-        assert info.value.key == "data.path"
+        assert info.value.key == "path"
     with pytest.raises(ConfigError) as info:
         IdxDataModule(path=str(tmp_path / "missing"))
-    assert info.value.key == "data.path" and "missing" in str(info.value)
+    assert info.value.key == "path" and "missing" in str(info.value)
     # A folder without the files fails at construction, before any training.
     with pytest.raises(ConfigError) as info:
         IdxDataModule(path=str(tmp_path))
-    assert info.value.key == "data.path" and "train-images-idx3-ubyte" in str(info.value)
+    assert info.value.key == "path" and "train-images-idx3-ubyte" in str(info.value)
 
     # Images without labels, or a count mismatch, fail when the arrays are loaded.
     rng = np.random.default_rng(4)
@@ -162,11 +162,11 @@ def test_idx_module_configuration_errors(tmp_path):
     dm = IdxDataModule(path=str(tmp_path))
     with pytest.raises(ConfigError) as info:
         dm.splits  # noqa: B018 - the property loads the files
-    assert info.value.key == "data.path" and "labels" in str(info.value)
+    assert info.value.key == "path" and "labels" in str(info.value)
     write_idx(tmp_path / "train-labels-idx1-ubyte", labels[:9])
     with pytest.raises(ConfigError) as info:
         IdxDataModule(path=str(tmp_path)).splits  # noqa: B018
-    assert info.value.key == "data.path" and "10 images but 9 labels" in str(info.value)
+    assert info.value.key == "path" and "10 images but 9 labels" in str(info.value)
 
 
 # --- digits -------------------------------------------------------------------------------------
@@ -284,20 +284,20 @@ def test_digits_standardization_uses_training_statistics_only():
 def test_digits_bad_layout_is_a_config_error():
     with pytest.raises(ConfigError) as info:
         DigitsDataModule(layout="grid")
-    assert info.value.key == "data.layout"
+    assert info.value.key == "layout"
     message = str(info.value)
-    assert "data.layout" in message and "'grid'" in message
+    assert "layout" in message and "'grid'" in message
     assert "image" in message and "flat" in message
 
 
 @pytest.mark.parametrize(
     ("kwargs", "key"),
     [
-        ({"batch_size": 0}, "data.batch_size"),
-        ({"batch_size": 2.5}, "data.batch_size"),
-        ({"val_fraction": 0.0}, "data.val_fraction"),
-        ({"test_fraction": 1.0}, "data.test_fraction"),
-        ({"val_fraction": 0.5, "test_fraction": 0.5}, "data.val_fraction"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"batch_size": 2.5}, "batch_size"),
+        ({"val_fraction": 0.0}, "val_fraction"),
+        ({"test_fraction": 1.0}, "test_fraction"),
+        ({"val_fraction": 0.5, "test_fraction": 0.5}, "val_fraction"),
     ],
 )
 def test_bad_split_settings_are_config_errors(kwargs, key):
@@ -349,13 +349,13 @@ def test_function_module_targets_follow_the_function_when_not_standardized():
 def test_bad_function_settings_are_config_errors():
     with pytest.raises(ConfigError) as info:
         FunctionDataModule(function="cosh")
-    assert info.value.key == "data.function"
+    assert info.value.key == "function"
     assert "'cosh'" in str(info.value)
     for valid in ("sin", "thermometer", "cubic"):
         assert valid in str(info.value)
     with pytest.raises(ConfigError) as info:
         FunctionDataModule(low=1.0, high=1.0)
-    assert info.value.key == "data.low"
+    assert info.value.key == "low"
 
 
 def test_moons_module():

@@ -9,12 +9,12 @@ from torch import nn
 
 from conftest import compose_config, quiet_trainer, read_metrics
 from reglab.callbacks import DropoutSchedule, EvalModeAudit, FreezeBatchNorm, MCDropout
-from reglab.callbacks.dropout_schedule import dropout_modules
-from reglab.callbacks.mc_dropout import mc_predict
+from reglab.config import plain
 from reglab.data import DigitsDataModule
 from reglab.errors import ConfigError
 from reglab.module import RegLabModule
-from reglab.run import _plain, run_one, train
+from reglab.nn.modes import dropout_modules, mc_predict
+from reglab.run import run_one, train
 
 # --- schedules ---------------------------------------------------------------------------------
 
@@ -44,11 +44,14 @@ def test_schedule_values(kwargs, expected):
 @pytest.mark.parametrize(
     ("kwargs", "key"),
     [
-        ({"p": 1.0}, "dropout.p"),
-        ({"p": -0.1}, "dropout.p"),
-        ({"p_end": 1.2}, "dropout.p_end"),
-        ({"schedule": "cosine"}, "dropout.schedule"),
-        ({"switch_epoch": -1}, "dropout.switch_epoch"),
+        ({"p": 1.0}, "p"),
+        ({"p": -0.1}, "p"),
+        ({"p_end": 1.2}, "p_end"),
+        ({"schedule": "cosine"}, "schedule"),
+        ({"switch_epoch": -1}, "switch_epoch"),
+        ({"epochs": 0}, "epochs"),
+        ({"gamma": 1.5}, "gamma"),
+        ({"swich_epoch": 3}, "swich_epoch"),  # a typo: no schedule takes it
     ],
 )
 def test_bad_schedule_values(kwargs, key):
@@ -142,27 +145,37 @@ def test_mc_passes_differ_in_test_and_batchnorm_stats_stay(tmp_path, model, laye
     assert [m.training for m in module.modules()] == modes_before  # MC restored every mode
 
     x = data.splits["test"].x[:16]
-    passes = mc_predict(module, x, 3)
+    passes = mc_predict(module.net, x, 3)
     assert not torch.allclose(passes[0], passes[1])
 
 
-def test_mc_predict_returns_the_mean_of_dropout_on_passes_then_restores(tmp_path):
+def test_mc_predict_is_the_mean_of_dropout_on_passes_and_trainer_predict_is_deterministic(
+    tmp_path,
+):
     module, data = _trained("cnn", tmp_path)
-    plain = torch.cat(quiet_trainer().predict(module, datamodule=data))
-    torch.manual_seed(0)
-    mc_trainer = quiet_trainer(callbacks=[MCDropout(8, stages=["predict"])])
-    averaged = torch.cat(mc_trainer.predict(module, datamodule=data))
-    assert averaged.shape == plain.shape
-    torch.testing.assert_close(averaged.sum(1), torch.ones(len(averaged)))
-    assert (averaged - plain).abs().max() > 1e-3  # dropout was on in the passes
-    # Same seed, same passes: the prediction is exactly the mean of mc_predict's passes.
-    torch.manual_seed(0)
+    plain_predictions = torch.cat(quiet_trainer().predict(module, datamodule=data))
+    # trainer.predict is deterministic, with or without the MC-dropout callback.
+    with_mc = torch.cat(quiet_trainer(callbacks=[MCDropout(8)]).predict(module, datamodule=data))
+    torch.testing.assert_close(with_mc, plain_predictions)
     data.setup("predict")
     first_batch = next(iter(data.predict_dataloader()))[0]
-    reference = mc_predict(module.eval(), first_batch, 8).mean(0)
-    torch.testing.assert_close(averaged[: len(first_batch)], reference)
+    module.eval()
+    torch.manual_seed(0)
+    averaged = mc_predict(module.net, first_batch, 8).mean(0)
+    assert not any(m.training for m in module.modules())  # mc_predict restored every mode
+    assert averaged.shape == plain_predictions[: len(first_batch)].shape
+    torch.testing.assert_close(averaged.sum(1), torch.ones(len(averaged)))
+    assert (averaged - plain_predictions[: len(first_batch)]).abs().max() > 1e-3  # dropout was on
+    # Same seed, same passes: the MC prediction is exactly the mean of manual dropout-on passes.
+    torch.manual_seed(0)
+    for layer in dropout_modules(module.net):
+        layer.train()
+    with torch.no_grad():
+        manual = torch.stack([module.net(first_batch).softmax(-1) for _ in range(8)]).mean(0)
+    module.eval()
+    torch.testing.assert_close(averaged, manual)
     again = torch.cat(quiet_trainer().predict(module, datamodule=data))
-    torch.testing.assert_close(again, plain)  # deterministic again afterwards
+    torch.testing.assert_close(again, plain_predictions)  # deterministic afterwards
 
 
 def test_mc_in_a_run_logs_val_and_test(make_cfg, tmp_path):
@@ -174,14 +187,17 @@ def test_mc_in_a_run_logs_val_and_test(make_cfg, tmp_path):
     )
 
 
-def test_mc_p_sets_every_dropout_layer_for_training_and_evaluation(make_cfg, tmp_path):
+def test_mc_samples_at_the_model_dropout_p_in_training_and_evaluation(make_cfg, tmp_path):
     seen = []
 
     class Record(L.Callback):
         def on_train_epoch_start(self, trainer, pl_module):
             seen.extend(m.p for m in dropout_modules(pl_module))
 
-    cfg = make_cfg("model=mlp", "model.dropout=0.0", "dropout=mc", "dropout.p=0.3")
+        def on_test_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):
+            seen.extend(m.p for m in dropout_modules(pl_module))
+
+    cfg = make_cfg("model=mlp", "model.dropout=0.3", "dropout=mc")
     cfg.trainer.max_epochs = 1
     run_one(cfg, extra_callbacks=[Record()])
     assert seen and all(p == 0.3 for p in seen)
@@ -189,10 +205,14 @@ def test_mc_p_sets_every_dropout_layer_for_training_and_evaluation(make_cfg, tmp
 
 
 def test_bad_mc_values(make_cfg):
-    with pytest.raises(ConfigError, match="dropout.samples"):
+    with pytest.raises(ConfigError, match="samples"):
         MCDropout(samples=1)
-    with pytest.raises(ConfigError, match="dropout.p"):
-        MCDropout(p=1.0)
+    with pytest.raises(ConfigError, match=r"stages\[1\]"):
+        MCDropout(stages=["val", "predict"])  # trainer.predict is deterministic; see mc_predict
+    with pytest.raises(TypeError):
+        MCDropout(p=0.3)  # MC samples at the model's p (model.dropout); dropout.p is a schedule's
+    with pytest.raises(ConfigError, match="dropout: MC dropout needs a model with dropout"):
+        train(make_cfg("model=fit_tanh", "data=function", "dropout=mc"))
     with pytest.raises(ConfigError, match="classification"):
         train(make_cfg("model=mlp", "data=regression", "dropout=mc"))
 
@@ -203,7 +223,7 @@ def test_bad_mc_values(make_cfg):
 @pytest.mark.parametrize("freeze_affine", [False, True])
 def test_freeze_bn_stops_running_stats_and_survives_validation(make_cfg, freeze_affine):
     cfg = make_cfg("model=mlp", "model.norm=batch_norm1d")
-    module = RegLabModule(_plain(cfg.model), [64], 10)
+    module = RegLabModule(plain(cfg.model), [64], 10)
     snapshots, modes = [], []
 
     class Record(L.Callback):
@@ -216,7 +236,7 @@ def test_freeze_bn_stops_running_stats_and_survives_validation(make_cfg, freeze_
 
     trainer = quiet_trainer(
         max_epochs=4,
-        callbacks=[FreezeBatchNorm(epoch=2, freeze_affine=freeze_affine), Record()],
+        callbacks=[FreezeBatchNorm(switch_epoch=2, freeze_affine=freeze_affine), Record()],
     )
     trainer.fit(module, datamodule=DigitsDataModule(layout="flat"))
     assert not torch.equal(snapshots[0][0], snapshots[1][0])  # moving before the freeze
@@ -229,7 +249,10 @@ def test_freeze_bn_stops_running_stats_and_survives_validation(make_cfg, freeze_
 
 def test_freeze_bn_needs_batchnorm(make_cfg):
     with pytest.raises(ConfigError, match="BatchNorm"):
-        train(make_cfg("model=selu_net", "dropout=freeze_bn"))
+        train(make_cfg("model=selu_net", "batchnorm=freeze"))
+    with pytest.raises(ConfigError) as error:
+        FreezeBatchNorm(switch_epoch=-1)
+    assert error.value.key == "switch_epoch"
 
 
 # --- the audit -------------------------------------------------------------------------------------

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from hydra.utils import instantiate
 
 from conftest import read_metrics
+from reglab.config import monitor_mode, validate
 from reglab.errors import ConfigError
 from reglab.module import RegLabModule
 from reglab.run import train
@@ -43,6 +46,7 @@ def test_stops_on_a_plateau_and_tests_the_best_checkpoint(make_cfg, tmp_path):
 
 def test_val_acc_option_monitors_accuracy_for_checkpoint_and_stopping(make_cfg):
     cfg = make_cfg("early_stopping=val_acc")
+    validate(cfg)  # settles monitor_mode: auto
     assert (cfg.monitor, cfg.monitor_mode) == ("val/acc", "max")
     assert cfg.early_stopping.monitor == cfg.callbacks.model_checkpoint.monitor == "val/acc"
     assert cfg.early_stopping.mode == cfg.callbacks.model_checkpoint.mode == "max"
@@ -64,3 +68,45 @@ def test_label_noise_touches_only_the_training_labels():
         assert torch.equal(clean.splits[split].y, noisy.splits[split].y)
     half = DigitsDataModule(train_fraction=0.5)
     assert len(half.splits["train"].y) == round(0.5 * len(clean.splits["train"].y))
+
+
+@pytest.mark.parametrize(
+    ("monitor", "mode", "expected"),
+    [
+        ("val/acc", "auto", "max"),
+        ("val/f1", "auto", "max"),
+        ("val/r2", "auto", "max"),
+        ("val/loss", "auto", "min"),
+        ("val/mse", "auto", "min"),
+        ("val/acc", "max", "max"),
+        ("val/acc", "min", None),
+        ("val/loss", "max", None),
+    ],
+)
+def test_monitor_mode_follows_the_metric_and_refuses_the_wrong_way(monitor, mode, expected):
+    if expected is None:
+        with pytest.raises(ConfigError, match=f"monitor_mode: {monitor} improves toward"):
+            monitor_mode(monitor, mode)
+    else:
+        assert monitor_mode(monitor, mode) == expected
+
+
+def test_monitor_val_acc_alone_keeps_the_checkpoint_with_the_highest_accuracy(make_cfg, tmp_path):
+    # Only `monitor` changes (early stopping off): the checkpoint and best epoch must follow it upward.
+    cfg = make_cfg(
+        "model=mlp",
+        "model.width=32",
+        "monitor=val/acc",
+        "early_stopping=none",
+        "trainer.max_epochs=6",
+        "optimizer.lr=3e-3",
+        "logger=none",
+    )
+    train(cfg)
+    metrics = read_metrics(tmp_path / "run")
+    accuracies = [row["val/acc"] for row in metrics["history"]]
+    best = max(range(len(accuracies)), key=lambda i: (accuracies[i], -i))
+    assert metrics["monitor_mode"] == "max"
+    assert metrics["best_epoch"] == best
+    assert Path(metrics["best_checkpoint"]).name == f"epoch_{best:03d}.ckpt"
+    assert accuracies[best] > min(accuracies)  # the worst epoch would have been picked with min

@@ -15,6 +15,7 @@ from torch import nn
 import reglab.nn
 from reglab.errors import ConfigError
 from reglab.nn import build_net, get_layer, layer_names
+from reglab.registry import normalize_name
 
 BATCH = 4
 NUM_OUTPUTS = 3
@@ -108,7 +109,8 @@ def test_catalogue_holds_every_documented_layer():
     names = set(layer_names())
     assert names >= DOCUMENTED_LAYERS, f"missing: {sorted(DOCUMENTED_LAYERS - names)}"
     assert layer_names() == sorted(names)  # sorted, no duplicates
-    assert set(reglab.nn.LAYERS) == {n.replace("_", "") for n in names}
+    assert set(reglab.nn.LAYERS) == names and len(reglab.nn.LAYERS) == len(names)
+    assert {normalize_name(n) for n in reglab.nn.LAYERS} == {n.replace("_", "") for n in names}
 
 
 def test_layer_names_match_any_spelling():
@@ -207,13 +209,13 @@ def test_head_false_leaves_the_body_as_output():
 
 def test_knobs_are_interpolated_into_the_layers():
     text = """
-hidden: 5
+width: 5
 depth: 3
 layers:
   - flatten
   - repeat: ${depth}
     block:
-      - gated: {out_features: "${hidden}"}
+      - gated: {out_features: "${width}"}
 """
     net = build(text, IMAGE)
     blocks = [n for n, _ in net.named_children() if n.startswith("block")]
@@ -427,7 +429,7 @@ layers:
 )
 def test_explicit_shape_arguments_that_contradict_the_input_are_rejected(text):
     error = config_error(text, FEATURES)
-    assert error.key.startswith("model.layers[0]")
+    assert error.key.startswith("layers[0]")
     assert "(6,)" in str(error)
 
 
@@ -488,8 +490,8 @@ def test_unknown_init_is_a_config_error():
     with pytest.raises(ConfigError) as info:
         _big_net("he_uniform")
     message = str(info.value)
-    assert info.value.key == "model.init"
-    assert "model.init" in message and "he_uniform" in message
+    assert info.value.key == "init"
+    assert message.startswith("init: ") and "he_uniform" in message
     for valid in ("default", "lecun_normal", "kaiming_normal", "xavier_uniform"):
         assert valid in message
 
@@ -500,15 +502,15 @@ def test_unknown_init_is_a_config_error():
 def test_unknown_layer_names_the_entry_and_lists_valid_layers():
     error = config_error("layers:\n  - linear: {out_features: 4}\n  - relu\n  - swishh\n")
     message = str(error)
-    assert error.key == "model.layers[2]"
-    assert "model.layers[2]" in message
+    assert error.key == "layers[2]"
+    assert "layers[2]" in message
     assert "'swishh'" in message
     assert "linear" in message and "swish" in message and "batch_norm1d" in message
 
 
 def test_unknown_layer_inside_a_repeat_block_names_the_nested_path():
     error = config_error("layers:\n  - repeat: 2\n    block:\n      - relu\n      - rleu\n")
-    assert error.key == "model.layers[0].block[1]"
+    assert error.key == "layers[0].block[1]"
     assert "'rleu'" in str(error)
 
 
@@ -516,16 +518,16 @@ def test_unknown_layer_inside_a_repeat_block_names_the_nested_path():
 def test_dropout_p_of_one_or_more_is_rejected_with_its_path(layer):
     shape = IMAGE if layer == "dropout2d" else FEATURES
     error = config_error(f"layers:\n  - relu\n  - {layer}: {{p: 1.0}}\n", shape)
-    assert error.key == f"model.layers[1].{layer}.p"
+    assert error.key == f"layers[1].{layer}.p"
     assert "[0, 1)" in str(error)
 
 
 def test_unknown_kwarg_names_it_and_lists_valid_arguments():
     error = config_error("layers:\n  - linear: {out_features: 4, out_feature: 3}\n")
     message = str(error)
-    assert error.key == "model.layers[0].linear"
+    assert error.key == "layers[0].linear"
     assert "'out_feature'" in message
-    assert "valid arguments" in message
+    assert "valid: " in message
     for valid in ("in_features", "out_features", "bias"):
         assert valid in message
 
@@ -536,10 +538,10 @@ def test_unknown_kwarg_names_it_and_lists_valid_arguments():
 @pytest.mark.parametrize(
     ("text", "key", "missing"),
     [
-        ("layers: [linear]", "model.layers[0].linear", "out_features"),
-        ("layers: [{gated: {}}]", "model.layers[0].gated", "out_features"),
-        ("layers: [max_pool2d, flatten]", "model.layers[0].max_pool2d", "kernel_size"),
-        ("layers: [{conv2d: {out_channels: 4}}, flatten]", "model.layers[0].conv2d", "kernel_size"),
+        ("layers: [linear]", "layers[0].linear", "out_features"),
+        ("layers: [{gated: {}}]", "layers[0].gated", "out_features"),
+        ("layers: [max_pool2d, flatten]", "layers[0].max_pool2d", "kernel_size"),
+        ("layers: [{conv2d: {out_channels: 4}}, flatten]", "layers[0].conv2d", "kernel_size"),
     ],
 )
 def test_missing_required_kwarg(text, key, missing):
@@ -554,13 +556,13 @@ def test_shape_mismatch_conv2d_on_flat_input():
     error = config_error(
         "layers:\n  - linear: {out_features: 6}\n  - conv2d: {out_channels: 4, kernel_size: 3}\n"
     )
-    assert error.key == "model.layers[1]"
+    assert error.key == "layers[1]"
     assert "conv2d" in str(error) and "(6,)" in str(error)
 
 
 def test_body_must_end_flat_before_the_head():
     error = config_error("layers:\n  - conv2d: {out_channels: 4, kernel_size: 3}\n", IMAGE)
-    assert error.key == "model.layers"
+    assert error.key == "layers"
     assert "(4, 6, 6)" in str(error)
     assert "flatten" in str(error)
 
@@ -568,20 +570,20 @@ def test_body_must_end_flat_before_the_head():
 @pytest.mark.parametrize("times", ["-1", "1.5", "two", "null", "true"])
 def test_bad_repeat(times):
     error = config_error(f"layers:\n  - repeat: {times}\n    block: [relu]\n")
-    assert error.key == "model.layers[0].repeat"
-    assert "non-negative integer" in str(error)
+    assert error.key == "layers[0].repeat"
+    assert "integer >= 0" in str(error)
 
 
 @pytest.mark.parametrize(
     ("text", "key"),
     [
-        ("layers:\n  - repeat: 2\n", "model.layers[0].block"),
-        ("layers:\n  - repeat: 2\n    block: []\n", "model.layers[0].block"),
-        ("layers:\n  - repeat: 2\n    block: [relu]\n    times: 3\n", "model.layers[0]"),
-        ("layers: []\n", "model.layers"),
-        ("layers: relu\n", "model.layers"),
-        ("layers:\n  - {relu: 3}\n", "model.layers[0].relu"),
-        ("layers:\n  - {relu: {}, tanh: {}}\n", "model.layers[0]"),
+        ("layers:\n  - repeat: 2\n", "layers[0].block"),
+        ("layers:\n  - repeat: 2\n    block: []\n", "layers[0].block"),
+        ("layers:\n  - repeat: 2\n    block: [relu]\n    times: 3\n", "layers[0]"),
+        ("layers: []\n", "layers"),
+        ("layers: relu\n", "layers"),
+        ("layers:\n  - {relu: 3}\n", "layers[0].relu"),
+        ("layers:\n  - {relu: {}, tanh: {}}\n", "layers[0]"),
     ],
 )
 def test_malformed_entries(text, key):
@@ -609,6 +611,98 @@ layers:
     assert spec["layers"].count(None) == 2 and spec["layers"].count("none") == 2
     net = build_net(spec, FEATURES, NUM_OUTPUTS)
     assert [n for n, _ in net.named_children()] == ["linear", "relu", "head"]
+
+
+# --- the model's knobs --------------------------------------------------------------------------
+
+MLP_SPEC = """
+width: 8
+depth: 1
+activation: relu
+norm: none
+dropout: 0.1
+layers:
+  - repeat: ${depth}
+    block:
+      - linear: {out_features: "${width}"}
+      - ${activation}
+      - ${norm}
+      - dropout: {p: "${dropout}"}
+"""
+
+
+def _mlp(**knobs) -> dict:
+    """The spec with `knobs` set, interpolated into the layers as a config override would be."""
+    spec = OmegaConf.merge(OmegaConf.create(MLP_SPEC), knobs)
+    return OmegaConf.to_container(spec, resolve=True)
+
+
+def test_layer_kinds_are_declared_for_every_entry():
+    assert all(entry.kind in reglab.nn.LAYER_KINDS for entry in map(get_layer, layer_names()))
+    assert layer_names("norm") == [
+        "batch_norm1d", "batch_norm2d", "batch_norm3d", "group_norm", "instance_norm2d", "layer_norm",
+    ]  # fmt: skip
+    assert {"relu", "selu", "swish", "mish", "tanh", "softmax"} <= set(layer_names("activation"))
+    assert not set(layer_names("activation")) & set(layer_names("norm"))
+    assert get_layer("gated").kind == "linear"
+    assert layer_names("dropout") == ["alpha_dropout", "dropout", "dropout2d", "dropout3d"]
+    assert sum(len(layer_names(kind)) for kind in reglab.nn.LAYER_KINDS) == len(layer_names())
+
+
+@pytest.mark.parametrize(
+    ("knobs", "kinds"),
+    [
+        ({"activation": "GELU"}, ["Linear", "GELU", "Dropout"]),
+        ({"activation": {"swish": {"learnable": True}}}, ["Linear", "Swish", "Dropout"]),
+        ({"activation": "none", "norm": "layer_norm"}, ["Linear", "LayerNorm", "Dropout"]),
+        ({"norm": "BatchNorm1d"}, ["Linear", "ReLU", "BatchNorm1d", "Dropout"]),
+    ],
+)
+def test_knobs_accept_a_layer_of_their_kind_in_any_spelling(knobs, kinds):
+    net = build_net(_mlp(**knobs), FEATURES, NUM_OUTPUTS)
+    assert [type(m).__name__ for m in net.block.children()] == kinds
+    assert net(torch.randn(BATCH, *FEATURES)).shape == (BATCH, NUM_OUTPUTS)
+
+
+@pytest.mark.parametrize(
+    ("knobs", "key", "listed", "unlisted"),
+    [
+        ({"activation": "relux"}, "activation", "mish", "layer_norm"),
+        ({"activation": "layer_norm"}, "activation", "swish", "batch_norm1d"),
+        ({"activation": "dropout"}, "activation", "relu", "alpha_dropout"),
+        ({"norm": "relu"}, "norm", "group_norm", "relu"),
+        ({"norm": {"relu": {}, "tanh": {}}}, "norm", "layer_norm", "tanh"),
+    ],
+)
+def test_knobs_refuse_a_layer_of_another_kind_listing_their_kind(knobs, key, listed, unlisted):
+    with pytest.raises(ConfigError) as info:
+        build_net(_mlp(**knobs), FEATURES, NUM_OUTPUTS)
+    assert info.value.key == key
+    valid = str(info.value).split("valid: ")[1].split(", ")
+    assert listed in valid and unlisted not in valid and "none" in valid
+
+
+@pytest.mark.parametrize(
+    ("knobs", "key", "allowed"),
+    [
+        ({"dropout": 1.0}, "dropout", "[0, 1)"),
+        ({"dropout": -0.1}, "dropout", "[0, 1)"),
+        ({"width": 0}, "width", ">= 1"),
+        ({"width": 2.5}, "width", ">= 1"),
+        ({"depth": -1}, "depth", ">= 0"),
+    ],
+)
+def test_numeric_knobs_are_range_checked_before_building(knobs, key, allowed):
+    with pytest.raises(ConfigError) as info:
+        build_net(_mlp(**knobs), FEATURES, NUM_OUTPUTS)
+    assert info.value.key == key
+    assert allowed in str(info.value)
+
+
+def test_the_head_is_keyed_head():
+    with pytest.raises(ConfigError) as info:
+        build_net(spec_from_yaml("layers: [relu]"), FEATURES, 0)
+    assert info.value.key == "head.linear.out_features"
 
 
 def test_config_errors_are_value_errors():

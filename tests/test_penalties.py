@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
+from types import SimpleNamespace
 
 import lightning as L
 import numpy as np
@@ -15,7 +17,14 @@ from reglab.callbacks import WeightPenalty
 from reglab.data.base import TensorDataModule
 from reglab.errors import ConfigError
 from reglab.module import RegLabModule
-from reglab.regularization import ElasticNet, PenaltyGroup, make_penalty, select_parameters
+from reglab.regularization import (
+    PENALTIES,
+    ElasticNet,
+    Penalty,
+    PenaltyGroup,
+    make_penalty,
+    select_parameters,
+)
 
 # --- the maths ------------------------------------------------------------------------------------
 
@@ -49,7 +58,7 @@ def test_gradient_equals_autograd_of_the_penalty(ratio):
 def test_l2_part_only_when_l1_is_proximal():
     params = _tensors()
     grads = [torch.zeros_like(p) for p in params]
-    ElasticNet(0.25).add_gradient(params, grads, 2.0, with_l1=False)
+    ElasticNet(0.25).add_gradient(params, grads, 2.0, smooth_only=True)
     for grad, param in zip(grads, params, strict=True):
         torch.testing.assert_close(grad, 2 * 2.0 * 0.75 * param)
 
@@ -75,7 +84,7 @@ def _one_proximal_step(optimizer_cls, threshold: str, **settings) -> tuple[torch
         kind="l1", strength=0.3, method="proximal", proximal_threshold=threshold
     )
     callback.groups = [PenaltyGroup(strength=0.3, names=["w"], params=[param])]
-    optimizer.register_step_post_hook(callback._proximal_step)
+    optimizer.register_step_post_hook(callback.after_optimizer_step)
     param.grad = grad.clone()
     optimizer.step()
     plain = weight.clone().requires_grad_(True)  # the same step without the penalty
@@ -106,14 +115,41 @@ def test_adaptive_proximal_threshold_follows_adams_scaling(optimizer_cls):
     torch.testing.assert_close(fixed, _soft_threshold(plain, lr * 0.3), rtol=0, atol=1e-15)
 
 
+def test_proximal_threshold_lr_with_adam_warns_in_the_run_log(caplog):
+    param = torch.zeros(3, 2, requires_grad=True)
+    trainer = SimpleNamespace(optimizers=[torch.optim.Adam([param], lr=0.01)])
+    callback = WeightPenalty(kind="l1", method="proximal", proximal_threshold="lr")
+    with caplog.at_level(logging.WARNING, logger="reglab"):
+        callback.on_fit_start(trainer, None)
+    callback.on_fit_end(trainer, None)
+    assert "Adam-type optimizer" in caplog.text and "proximal_threshold=adaptive" in caplog.text
+
+
 def test_make_penalty_checks_kind_and_ratio():
     assert make_penalty("l1").l1_ratio == 1 and make_penalty("l2").l1_ratio == 0
-    assert make_penalty("elastic_net", 0.2).l1_ratio == 0.2
-    with pytest.raises(ConfigError, match="regularization.kind.*l1, l2, elastic_net"):
+    assert make_penalty("elastic_net", {"l1_ratio": 0.2}).l1_ratio == 0.2
+    with pytest.raises(ConfigError, match="^kind: .*elastic_net, l1, l2") as error:
         make_penalty("l3")
+    assert error.value.key == "kind"
     for ratio in (-0.1, 1.5, None):
-        with pytest.raises(ConfigError, match="regularization.l1_ratio"):
-            make_penalty("elastic_net", ratio)
+        with pytest.raises(ConfigError, match="^l1_ratio: ") as error:
+            make_penalty("elastic_net", {"l1_ratio": ratio})
+        assert error.value.key == "l1_ratio"
+
+
+def test_the_registry_lists_the_kinds_and_each_follows_the_protocol():
+    assert PENALTIES.names() == ["elastic_net", "l1", "l2"]
+    for kind in PENALTIES.names():
+        penalty = make_penalty(kind, {"l1_ratio": 0.5})
+        assert isinstance(penalty, Penalty)
+        assert penalty.has_l1_part == (kind != "l2")
+
+
+def test_options_a_kind_does_not_take_or_left_null_are_ignored():
+    # Every regularization option carries every knob, so sweeps over kinds compose.
+    assert make_penalty("l1", {"l1_ratio": 0.3, "group_size": 4}).l1_ratio == 1.0
+    assert make_penalty("L2", {"l1_ratio": None}).l1_ratio == 0.0
+    assert make_penalty("elastic_net", {"l1_ratio": 0.3, "group_size": 4}).l1_ratio == 0.3
 
 
 # --- parameter selection --------------------------------------------------------------------------
@@ -150,20 +186,33 @@ def test_include_exclude_and_per_pattern_strengths():
         module, 0.1, include=["*.bias"], exclude=["net.batch_norm1d.*"]
     )
     assert only_biases.names == ["net.linear_1.bias", "net.linear_2.bias", "net.head.bias"]
-    with pytest.raises(ConfigError, match="regularization.include"):
+    with pytest.raises(ConfigError, match="^include: selects no parameter"):
         select_parameters(module, 0.1, include=["nothing.*"])
+
+
+def test_a_selection_of_nothing_is_refused_by_check_and_setup():
+    callback = WeightPenalty(kind="l1", include=["nothing.*"])
+    for refuse in (
+        lambda: callback.check(_module()),
+        lambda: callback.setup(quiet_trainer(), _module(), "fit"),
+    ):
+        with pytest.raises(ConfigError) as error:
+            refuse()
+        assert error.value.key == "include"
 
 
 @pytest.mark.parametrize(
     ("kwargs", "key"),
     [
-        ({"strength": -1.0}, "regularization.strength"),
-        ({"kind": "elastic_net", "l1_ratio": 2.0}, "regularization.l1_ratio"),
-        ({"method": "newton"}, "regularization.method"),
-        ({"kind": "l2", "method": "proximal"}, "regularization.method"),
-        ({"kind": "l1", "proximal_threshold": "per_weight"}, "regularization.proximal_threshold"),
-        ({"warmup_epochs": -2}, "regularization.warmup_epochs"),
-        ({"strengths": {"net.head.*": -0.1}}, "regularization.strengths.net.head.*"),
+        ({"strength": -1.0}, "strength"),
+        ({"kind": "elastic_net", "l1_ratio": 2.0}, "l1_ratio"),
+        ({"kind": "elastic_net"}, "l1_ratio"),
+        ({"kind": "lasso"}, "kind"),
+        ({"method": "newton"}, "method"),
+        ({"kind": "l2", "method": "proximal"}, "method"),
+        ({"kind": "l1", "proximal_threshold": "per_weight"}, "proximal_threshold"),
+        ({"warmup_epochs": -2}, "warmup_epochs"),
+        ({"strengths": {"net.head.*": -0.1}}, "strengths.net.head.*"),
     ],
 )
 def test_bad_values_fail_at_construction(kwargs, key):
@@ -195,7 +244,7 @@ class AutogradPenalty(RegLabModule):
 
     def __init__(self, *args, kind: str, strength: float, l1_ratio=None, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self.reference_penalty = make_penalty(kind, l1_ratio)
+        self.reference_penalty = make_penalty(kind, {"l1_ratio": l1_ratio})
         self.reference_strength = strength
 
     def training_step(self, batch, batch_idx):
@@ -208,7 +257,7 @@ OPTIMIZERS = {
     "sgd": {"_target_": "torch.optim.SGD", "lr": 0.1, "momentum": 0.9},
     "adam": {"_target_": "torch.optim.Adam", "lr": 0.01},
 }
-PENALTIES = [
+SETTINGS = [
     {"kind": "l1", "strength": 0.05},
     {"kind": "l2", "strength": 0.05},
     {"kind": "elastic_net", "strength": 0.05, "l1_ratio": 0.3},
@@ -250,7 +299,7 @@ def _assert_same(got: dict, want: dict, atol: float) -> None:
 
 
 @pytest.mark.parametrize("optimizer", sorted(OPTIMIZERS))
-@pytest.mark.parametrize("penalty", PENALTIES, ids=lambda p: p["kind"])
+@pytest.mark.parametrize("penalty", SETTINGS, ids=lambda p: p["kind"])
 def test_callback_step_equals_autograd_penalty_float64(penalty, optimizer):
     got = _fit(penalty, reference=False, optimizer=optimizer)
     want = _fit(penalty, reference=True, optimizer=optimizer)
@@ -259,7 +308,7 @@ def test_callback_step_equals_autograd_penalty_float64(penalty, optimizer):
     assert not torch.allclose(got["net.head.weight"], unpenalized["net.head.weight"], atol=1e-6)
 
 
-@pytest.mark.parametrize("penalty", PENALTIES, ids=lambda p: p["kind"])
+@pytest.mark.parametrize("penalty", SETTINGS, ids=lambda p: p["kind"])
 def test_equal_under_gradient_accumulation(penalty):
     # 4 micro-batches of 4 per optimizer step: the penalty is added once per step, not 4 times.
     got = _fit(penalty, False, "sgd", batch_size=4, steps=2, accumulate_grad_batches=4)
@@ -267,7 +316,7 @@ def test_equal_under_gradient_accumulation(penalty):
     _assert_same(got, want, atol=1e-10)
 
 
-@pytest.mark.parametrize("penalty", PENALTIES, ids=lambda p: p["kind"])
+@pytest.mark.parametrize("penalty", SETTINGS, ids=lambda p: p["kind"])
 def test_equal_under_bf16_mixed_precision(penalty):
     # Master weights and unscaled gradients stay float32: only float32 rounding separates the two.
     got = _fit(penalty, False, "adam", precision="bf16-mixed")
@@ -290,7 +339,7 @@ class SaveWeightsPerRank(L.Callback):
 SPEC_WITHOUT_BN = {"layers": [layer for layer in SPEC["layers"] if layer != "batch_norm1d"]}
 
 
-@pytest.mark.parametrize("penalty", [PENALTIES[2]], ids=["elastic_net"])
+@pytest.mark.parametrize("penalty", [SETTINGS[2]], ids=["elastic_net"])
 def test_ddp_two_processes_equal_one_process_on_the_global_batch(tmp_path, penalty):
     torch.manual_seed(0)
     module = RegLabModule(SPEC_WITHOUT_BN, [6], 3, optimizer=OPTIMIZERS["sgd"])
@@ -311,7 +360,7 @@ def test_ddp_two_processes_equal_one_process_on_the_global_batch(tmp_path, penal
     _assert_same(ranks[0], single, atol=1e-10)
 
 
-@pytest.mark.parametrize("penalty", PENALTIES, ids=lambda p: p["kind"])
+@pytest.mark.parametrize("penalty", SETTINGS, ids=lambda p: p["kind"])
 def test_penalty_gradient_is_added_before_clipping(penalty):
     # Lightning clips after on_before_optimizer_step: the clipped gradient includes the penalty,
     # exactly as when the penalty is part of the loss.
@@ -327,7 +376,7 @@ def test_penalty_gradient_is_added_before_clipping(penalty):
     "penalty",
     [
         pytest.param(p, marks=pytest.mark.slow) if p["kind"] != "elastic_net" else p
-        for p in PENALTIES
+        for p in SETTINGS
     ],
     ids=lambda p: p["kind"],
 )

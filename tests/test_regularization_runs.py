@@ -99,6 +99,8 @@ def test_warmup_ramps_the_strength(make_cfg, tmp_path):
     [
         ("regularization.strength=-1", "regularization.strength"),
         ("regularization.l1_ratio=1.5", "regularization.l1_ratio"),
+        ("regularization.l1_ratio=null", "regularization.l1_ratio"),
+        ("regularization.kind=lasso", "regularization.kind"),
         ("regularization.method=lbfgs", "regularization.method"),
         ("regularization.include=[nothing]", "regularization.include"),
     ],

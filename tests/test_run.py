@@ -10,6 +10,7 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from conftest import read_metrics
+from reglab.config import plain
 from reglab.errors import ConfigError, TrainingDiverged
 from reglab.module import RegLabModule
 from reglab.run import train
@@ -112,19 +113,15 @@ def test_models_data_and_optimizers_run_end_to_end(make_cfg, tmp_path, overrides
 
 def test_mlp_knobs_change_the_net(make_cfg):
     cfg = make_cfg("model=mlp", "model.activation=mish", "model.norm=layer_norm", "model.depth=3")
-    from reglab.run import _plain
-
-    module = RegLabModule(_plain(cfg.model), [1, 8, 8], 10)
+    module = RegLabModule(plain(cfg.model), [1, 8, 8], 10)
     kinds = [type(m).__name__ for m in module.net.modules()]
     assert kinds.count("Mish") == 3 and kinds.count("LayerNorm") == 3
     assert kinds.count("Dropout") == 3
 
 
 def test_weight_decay_spares_biases_and_norm_parameters(make_cfg):
-    from reglab.run import _plain
-
     cfg = make_cfg("model=mlp", "model.norm=batch_norm1d", "optimizer=adamw")
-    module = RegLabModule(_plain(cfg.model), [64], 10, optimizer=_plain(cfg.optimizer))
+    module = RegLabModule(plain(cfg.model), [64], 10, optimizer=plain(cfg.optimizer))
     optimizer = module.configure_optimizers()
     decayed = {id(p) for g in optimizer.param_groups if g["weight_decay"] > 0 for p in g["params"]}
     for name, parameter in module.net.named_parameters():
@@ -132,10 +129,18 @@ def test_weight_decay_spares_biases_and_norm_parameters(make_cfg):
     assert optimizer.param_groups[0]["weight_decay"] == cfg.optimizer.weight_decay
 
 
-def test_model_suggested_lr_is_used_unless_overridden(make_cfg):
-    assert make_cfg("model=fit_tanh").optimizer.lr == 1e-2
-    assert make_cfg("model=selu_net").optimizer.lr == 1e-3
-    assert make_cfg("model=fit_tanh", "optimizer.lr=0.5").optimizer.lr == 0.5
+@pytest.mark.parametrize(
+    ("optimizer", "default_lr"), [("adam", 1e-3), ("adamw", 1e-3), ("sgd", 0.05)]
+)
+def test_model_suggested_lr_is_used_unless_overridden(make_cfg, optimizer, default_lr):
+    assert make_cfg("model=fit_tanh", f"optimizer={optimizer}").optimizer.lr == 1e-2
+    assert make_cfg("model=selu_net", f"optimizer={optimizer}").optimizer.lr == default_lr
+    overridden = make_cfg("model=fit_tanh", f"optimizer={optimizer}", "optimizer.lr=0.5")
+    assert overridden.optimizer.lr == 0.5
+    module = RegLabModule(
+        plain(overridden.model), [1], 1, "regression", plain(overridden.optimizer)
+    )
+    assert module.configure_optimizers().param_groups[0]["lr"] == 0.5
 
 
 def test_fast_dev_run_keeps_no_outputs(make_cfg, tmp_path):

@@ -2,22 +2,30 @@
 
 from __future__ import annotations
 
+import inspect
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from reglab.errors import ConfigError
 
 
 def number(
-    key: str, value: Any, low: float = -math.inf, high: float = math.inf, *, high_open: bool = False
+    key: str,
+    value: Any,
+    low: float = -math.inf,
+    high: float = math.inf,
+    *,
+    low_open: bool = False,
+    high_open: bool = False,
 ) -> float:
-    """`value` as a float in [low, high] (or [low, high) with `high_open`)."""
+    """`value` as a float in [low, high]; `low_open` / `high_open` exclude the bounds."""
     is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    below = is_number and (value <= low if low_open else value < low)
     above = is_number and (value >= high if high_open else value > high)
-    if not is_number or value < low or above:
-        bracket = ")" if high_open else "]"
-        raise ConfigError(key, f"must be a number in [{low:g}, {high:g}{bracket}, got {value!r}")
+    if not is_number or below or above:
+        interval = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+        raise ConfigError(key, f"must be a number in {interval}, got {value!r}")
     return float(value)
 
 
@@ -26,10 +34,12 @@ def probability(key: str, value: Any, *, allow_one: bool = True) -> float:
     return number(key, value, 0.0, 1.0, high_open=not allow_one)
 
 
-def integer(key: str, value: Any, minimum: int = 0) -> int:
-    """An integer >= minimum."""
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise ConfigError(key, f"must be an integer >= {minimum}, got {value!r}")
+def integer(key: str, value: Any, minimum: int | None = 0) -> int:
+    """An integer >= minimum (any integer when minimum is None)."""
+    is_integer = isinstance(value, int) and not isinstance(value, bool)
+    if not is_integer or (minimum is not None and value < minimum):
+        bound = f" >= {minimum}" if minimum is not None else ""
+        raise ConfigError(key, f"must be an integer{bound}, got {value!r}")
     return value
 
 
@@ -38,3 +48,31 @@ def choice(key: str, value: Any, valid: Sequence[str]) -> str:
     if value not in valid:
         raise ConfigError(key, f"unknown value {value!r}; valid: {', '.join(valid)}")
     return value
+
+
+def mapping(key: str, value: Any) -> dict:
+    """A mapping (or null, read as empty)."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ConfigError(key, f"must be a mapping, got {value!r}")
+    return dict(value)
+
+
+def arguments(key: str, function: Callable, given: Mapping[str, Any]) -> dict:
+    """`given` as keyword arguments of `function`; a key it does not take is an error."""
+    accepted = signature_names(function)
+    unknown = sorted(set(given) - set(accepted))
+    if unknown:
+        raise ConfigError(
+            key,
+            f"does not take {', '.join(map(repr, unknown))}; valid: {', '.join(accepted) or '(none)'}",
+        )
+    return dict(given)
+
+
+def signature_names(function: Callable) -> list[str]:
+    """Keyword arguments `function` (or a class's constructor) accepts, in order."""
+    target = function.__init__ if isinstance(function, type) else function
+    skip = ("self", "args", "kwargs", "device", "dtype")
+    return [name for name in inspect.signature(target).parameters if name not in skip]

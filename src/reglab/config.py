@@ -1,6 +1,12 @@
-"""Config checks that run before anything is built, and the config tree printed at start."""
+"""Config checks that run before anything is built, and the config tree printed at start.
+
+This is the config layer: it knows where each value sits, so its errors name full keys
+(`trainer.precision`); the classes built from the config name only their own arguments.
+"""
 
 from __future__ import annotations
+
+from typing import Any
 
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
@@ -11,35 +17,97 @@ from rich.tree import Tree
 from reglab import checks
 from reglab.errors import ConfigError
 
-MONITOR_MODES = ("min", "max")
+MONITOR_MODES = ("auto", "min", "max")
+# Which way a validation metric improves, by the last part of its name (val/acc -> acc).
+IMPROVES_UPWARD = ("acc", "f1", "r2", "mc_acc")
+IMPROVES_DOWNWARD = ("loss", "mse", "mae", "mc_loss", "mc_entropy", "mc_spread")
+ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")
+PRECISIONS = (
+    "16-true", "16-mixed", "bf16-true", "bf16-mixed", "32-true", "64-true",
+    "16", "32", "64", "bf16", "transformer-engine", "transformer-engine-float16",
+)  # fmt: skip
 PRINT_ORDER = ("data", "model", "optimizer", "scheduler", "trainer", "callbacks", "logger", "paths")
 
 
+def plain(node: Any) -> Any:
+    """OmegaConf node -> plain dicts/lists (checkpoints reload with `weights_only=True`)."""
+    return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
+
+
 def validate(cfg: DictConfig) -> None:
-    """Raise `ConfigError` naming the key for values that would only fail later, mid-run."""
-    if not isinstance(cfg.get("seed"), int):
-        raise ConfigError("seed", f"must be an integer, got {cfg.get('seed')!r}")
-    if cfg.get("monitor_mode") not in MONITOR_MODES:
-        raise ConfigError(
-            "monitor_mode", f"got {cfg.get('monitor_mode')!r}; valid: {', '.join(MONITOR_MODES)}"
-        )
+    """Raise `ConfigError` naming the key for values that would only fail later, mid-run.
+
+    Also settles `monitor_mode: auto` to the direction the monitored metric improves in.
+    """
+    checks.integer("seed", cfg.get("seed"), minimum=None)
     if not str(cfg.get("monitor", "")).startswith("val/"):
         raise ConfigError(
             "monitor", f"must be a validation metric (val/...), got {cfg.get('monitor')!r}"
         )
+    cfg.monitor_mode = monitor_mode(cfg.monitor, cfg.get("monitor_mode", "auto"))
     for key in ("data", "model", "trainer"):
         if not cfg.get(key):
             raise ConfigError(key, "is missing; choose an option of that config group")
-    trainer = cfg.trainer
-    # Lightning accepts these and fails mid-run (accumulate 0: ZeroDivisionError) or never.
-    checks.integer("trainer.accumulate_grad_batches", trainer.get("accumulate_grad_batches", 1), 1)
-    checks.integer("trainer.num_sanity_val_steps", trainer.get("num_sanity_val_steps", 2), -1)
-    if trainer.get("gradient_clip_val") is not None:
-        checks.number("trainer.gradient_clip_val", trainer.gradient_clip_val, 0.0)
+    validate_trainer(cfg.trainer)
     stopper = cfg.get("early_stopping")
     if stopper and "_target_" in stopper:  # Lightning's EarlyStopping does not check these
         checks.integer("early_stopping.patience", stopper.get("patience", 3))
         checks.number("early_stopping.min_delta", stopper.get("min_delta", 0.0), 0.0)
+
+
+def monitor_mode(monitor: str, mode: str) -> str:
+    """`min` or `max` for `monitor`: `auto` derives it; a mode against the metric is refused."""
+    checks.choice("monitor_mode", mode, MONITOR_MODES)
+    name = monitor.rsplit("/", 1)[-1]
+    natural = "max" if name in IMPROVES_UPWARD else "min" if name in IMPROVES_DOWNWARD else None
+    if mode == "auto":
+        if natural is None:
+            raise ConfigError("monitor_mode", f"cannot tell for {monitor!r}: set min or max")
+        return natural
+    if natural is not None and mode != natural:
+        raise ConfigError(
+            "monitor_mode",
+            f"{monitor} improves toward {natural}, got {mode!r}: the best checkpoint would be "
+            f"the worst; use {natural} or auto",
+        )
+    return mode
+
+
+def validate_trainer(trainer: DictConfig) -> None:
+    """Lightning accepts some of these and fails mid-run (accumulate 0), or with a vague message."""
+    from lightning.pytorch.strategies import StrategyRegistry
+
+    checks.integer("trainer.accumulate_grad_batches", trainer.get("accumulate_grad_batches", 1), 1)
+    checks.integer("trainer.num_sanity_val_steps", trainer.get("num_sanity_val_steps", 2), -1)
+    if trainer.get("gradient_clip_val") is not None:
+        checks.number("trainer.gradient_clip_val", trainer.gradient_clip_val, 0.0)
+    for key in ("limit_train_batches", "limit_val_batches", "limit_test_batches"):
+        if trainer.get(key) is not None:
+            checks.number(f"trainer.{key}", trainer[key], 0.0)
+    checks.choice("trainer.precision", str(trainer.get("precision", "32-true")), PRECISIONS)
+    strategy = trainer.get("strategy", "auto")
+    if isinstance(strategy, str):
+        checks.choice("trainer.strategy", strategy, ["auto", *StrategyRegistry])
+    accelerator = checks.choice(
+        "trainer.accelerator", trainer.get("accelerator", "auto"), ACCELERATORS
+    )
+    _check_accelerator_available(accelerator)
+    devices = trainer.get("devices", "auto")
+    counted = str(devices).isdigit() and int(devices) >= 1
+    if not (devices in ("auto", -1) or OmegaConf.is_list(devices) or counted):
+        raise ConfigError(
+            "trainer.devices",
+            f"must be auto, -1 (all), a count >= 1 or a list of device ids, got {devices!r}",
+        )
+
+
+def _check_accelerator_available(accelerator: str) -> None:
+    import torch
+
+    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise ConfigError(
+            "trainer.accelerator", f"{accelerator!r} but no CUDA GPU is visible; use cpu or auto"
+        )
 
 
 @rank_zero_only

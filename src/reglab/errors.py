@@ -1,12 +1,29 @@
 """Errors reglab raises: a bad configuration value, and a run whose training diverged."""
 
+from __future__ import annotations
+
 
 class ConfigError(ValueError):
-    """A configuration value is invalid; the message names the key and the allowed values."""
+    """A configuration value is invalid; the message names the key and the allowed values.
+
+    Classes raise it with their own argument name as the key (`strength`, `layers[2].linear`);
+    the config layer, which knows where the node sits, re-raises it `under` the node's path
+    (`regularization.strength`, `model.layers[2].linear`).
+    """
 
     def __init__(self, key: str, message: str) -> None:
         self.key = key
-        super().__init__(f"{key}: {message}")
+        self.message = message
+        super().__init__(f"{key}: {message}" if key else message)
+
+    def under(self, path: str) -> ConfigError:
+        """The same error with its key seen from the config node at `path`."""
+        if not path:
+            return self
+        if not self.key:
+            return ConfigError(path, self.message)
+        separator = "" if self.key.startswith("[") else "."
+        return ConfigError(f"{path}{separator}{self.key}", self.message)
 
 
 class TrainingDiverged(RuntimeError):
@@ -23,3 +40,12 @@ def find_config_error(error: BaseException) -> ConfigError | None:
         seen.add(id(current))
         current = current.__cause__ or current.__context__
     return None
+
+
+def first_line(error: BaseException) -> str:
+    """`Type: first line of the message`, one line (ConfigError: just its message line)."""
+    lines = str(error).strip().splitlines()
+    text = lines[0] if lines else ""
+    if isinstance(error, ConfigError):
+        return text
+    return f"{type(error).__name__}: {text}".strip().rstrip(":")

@@ -13,26 +13,22 @@ from typing import Any
 import lightning as L
 import torch
 import torch.nn.functional as F
-from hydra.utils import get_class
 from torch import nn
 from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 from torchmetrics.regression import MeanAbsoluteError, MeanSquaredError, R2Score
+from typing_extensions import override
 
 from reglab import checks
-from reglab.callbacks.mc_dropout import mc_predict
-from reglab.data.base import TASKS
-from reglab.errors import ConfigError
 from reglab.nn import build_net
+from reglab.optim import build_optimizer, build_scheduler
 
 STAGES = ("train", "val", "test")
+TASKS = ("classification", "regression")
 
 
 class RegLabModule(L.LightningModule):
     """Net + loss + metrics + optimizer/scheduler built from plain config dicts."""
-
-    # Set by the MC-dropout callback (dropout=mc): predict averages this many dropout-on passes.
-    predict_passes: int = 1
 
     def __init__(
         self,
@@ -46,8 +42,7 @@ class RegLabModule(L.LightningModule):
         log_every_step: bool = False,
     ) -> None:
         super().__init__()
-        if task not in TASKS:
-            raise ConfigError("data.task", f"unknown task {task!r}; valid: {', '.join(TASKS)}")
+        checks.choice("task", task, TASKS)
         self.save_hyperparameters()
         self.net = build_net(model, input_shape, num_outputs)
         self.task = task
@@ -78,6 +73,7 @@ class RegLabModule(L.LightningModule):
             *(f"{stage}/{name}" for name in self.metrics["train_"].keys(keep_base=True)),
         ]
 
+    @override
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Raw net outputs: logits for classification, predictions for regression."""
         return self.net(x)
@@ -97,23 +93,25 @@ class RegLabModule(L.LightningModule):
             self.log("train/loss_step", loss.detach(), on_step=True, on_epoch=False)
         return loss
 
+    @override
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         """Loss of one training batch (regularization callbacks act on its gradients)."""
         return self._step(batch, "train")
 
+    @override
     def validation_step(self, batch: Any, batch_idx: int) -> None:
-        """Update validation loss and metrics."""
-        self._step(batch, "val")
+        """Keep the batch's outputs for the epoch's loss and metrics (validation or test)."""
+        self._step(batch, self._evaluation_stage())
 
-    def test_step(self, batch: Any, batch_idx: int) -> None:
-        """Update test loss and metrics."""
-        self._step(batch, "test")
+    test_step = validation_step
 
+    def _evaluation_stage(self) -> str:
+        return "test" if self.trainer.testing else "val"
+
+    @override
     def predict_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-        """Class probabilities, or regression outputs; MC-averaged when `predict_passes` > 1."""
+        """Class probabilities, or regression outputs (MC dropout: `reglab.nn.modes.mc_predict`)."""
         x = batch[0] if isinstance(batch, (tuple, list)) else batch
-        if self.predict_passes > 1 and self.task == "classification":
-            return mc_predict(self, x, self.predict_passes).mean(0)
         outputs = self(x)
         return outputs.softmax(dim=-1) if self.task == "classification" else outputs
 
@@ -138,95 +136,30 @@ class RegLabModule(L.LightningModule):
         self.log(f"{stage}/loss", self.losses[f"{stage}_"], prog_bar=stage == "val")
         self.log_dict(self.metrics[f"{stage}_"], prog_bar=stage == "val")
 
+    @override
     def on_train_epoch_end(self) -> None:
-        """Log the epoch's training loss and metrics."""
         self._log_epoch("train")
 
+    @override
     def on_validation_epoch_end(self) -> None:
-        """Log the epoch's validation loss and metrics."""
-        self._log_epoch("val")
+        self._log_epoch(self._evaluation_stage())
 
-    def on_test_epoch_end(self) -> None:
-        """Log test loss and metrics."""
-        self._log_epoch("test")
+    on_test_epoch_end = on_validation_epoch_end
 
-    def build_optimizer(self) -> torch.optim.Optimizer:
-        """The optimizer, with decoupled weight decay on weights (ndim > 1) only."""
-        config = dict(self.hparams.optimizer or {"_target_": "torch.optim.Adam", "lr": 1e-3})
-        optimizer_cls = get_class(config.pop("_target_"))
-        weight_decay = config.pop("weight_decay", 0.0)
-        return optimizer_cls(_parameter_groups(self.net, weight_decay), **config)
-
-    def build_scheduler(self, optimizer: torch.optim.Optimizer) -> Any:
-        """The learning-rate scheduler of the `scheduler` config (which must not be empty)."""
-        config = dict(self.hparams.scheduler)
-        config.pop("interval", None)
-        return get_class(config.pop("_target_"))(optimizer, **config)
-
+    @override
     def configure_optimizers(self) -> Any:
         """Optimizer and, if configured, a scheduler stepped every epoch (or `interval`)."""
-        optimizer = self.build_optimizer()
+        optimizer = build_optimizer(self.net, self.hparams.optimizer)
         if not self.hparams.scheduler:
             return optimizer
         return {
             "optimizer": optimizer,
             "lr_scheduler": {
-                "scheduler": self.build_scheduler(optimizer),
+                "scheduler": build_scheduler(optimizer, self.hparams.scheduler),
                 "monitor": self.hparams.monitor,
                 "interval": self.hparams.scheduler.get("interval", "epoch"),
             },
         }
-
-
-# Words of torch's optimizer / scheduler error messages -> the config key they are about.
-_MESSAGE_KEYS = {
-    "learning rate": "lr",
-    "momentum": "momentum",
-    "weight_decay": "weight_decay",
-    "epsilon": "eps",
-    "beta": "betas",
-    "factor": "factor",
-    "dampening": "dampening",
-}
-
-
-def _config_error(group: str, error: Exception) -> ConfigError:
-    message = str(error).splitlines()[0] if str(error) else type(error).__name__
-    key = next((k for word, k in _MESSAGE_KEYS.items() if word in message.lower()), None)
-    return ConfigError(f"{group}.{key}" if key else group, message)
-
-
-def check_optimization(module: RegLabModule) -> None:
-    """Build the optimizer and scheduler once and step them, so bad values fail before training."""
-    try:
-        optimizer = module.build_optimizer()
-    except (ValueError, TypeError) as error:
-        raise _config_error("optimizer", error) from None
-    scheduler_config = module.hparams.get("scheduler") or {}
-    for key in ("step_size", "T_max"):  # torch accepts 0 and fails with ZeroDivisionError later
-        if key in scheduler_config:
-            checks.integer(f"scheduler.{key}", scheduler_config[key], minimum=1)
-    if not scheduler_config:
-        return
-    try:
-        scheduler = module.build_scheduler(optimizer)
-        optimizer.step()  # no gradients yet: changes nothing
-        if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-            scheduler.step(1.0)
-        else:
-            scheduler.step()
-    except (ValueError, TypeError, ZeroDivisionError) as error:
-        raise _config_error("scheduler", error) from None
-
-
-def _parameter_groups(net: nn.Module, weight_decay: float) -> list[dict]:
-    """Weights (ndim > 1) decay; biases and normalization parameters do not."""
-    decay = [p for p in net.parameters() if p.requires_grad and p.ndim > 1]
-    no_decay = [p for p in net.parameters() if p.requires_grad and p.ndim <= 1]
-    groups = [{"params": decay, "weight_decay": weight_decay}]
-    if no_decay:
-        groups.append({"params": no_decay, "weight_decay": 0.0})
-    return groups
 
 
 def _metrics(task: str, num_outputs: int) -> MetricCollection:

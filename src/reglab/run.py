@@ -9,6 +9,8 @@ import os
 import shutil
 import socket
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -22,112 +24,169 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 import reglab
-from reglab.callbacks import EpochHistory
-from reglab.config import print_config, validate
-from reglab.errors import ConfigError, TrainingDiverged, find_config_error
-from reglab.module import RegLabModule, check_optimization
-from reglab.sweep import (
-    error_summary,
-    in_multirun,
-    read_status,
-    share_cores_between_parallel_jobs,
-    write_failure,
-    write_search_pointer,
-)
+from reglab import checks, log
+from reglab.callbacks import Control, EpochHistory
+from reglab.config import plain, print_config, validate
+from reglab.errors import ConfigError, TrainingDiverged, find_config_error, first_line
+from reglab.module import RegLabModule
+from reglab.optim import build_optimizer, build_scheduler, check_optimizer, check_scheduler
+from reglab.records import read_record, write_record
+from reglab.sweep import in_multirun, share_cores_between_parallel_jobs, write_failure
 
-# Config groups whose option is one callback that acts on training (empty option: nothing).
-CONTROL_GROUPS = ("regularization", "dropout", "augmentation", "early_stopping")
+# Config groups whose option is one callback that acts on training (an empty option: nothing).
+CONTROL_GROUPS = ("regularization", "dropout", "batchnorm", "augmentation", "early_stopping")
 
 
 def train(cfg: DictConfig) -> float | None:
     """Run one experiment from a composed config; return the value of `optimized_metric`.
 
     In a multirun a failing job is recorded (`status: failed`) instead of stopping the sweep, and
-    with `+resume_sweep=<folder>` a job that already finished ok is skipped. With an
-    `hparams_search` option the command runs an Optuna study instead (see reglab.search).
+    with `+resume_sweep=<folder>` a job that already finished ok is skipped.
     """
-    if cfg.get("hparams_search"):
-        from reglab.search import run_search
-
-        best = run_search(cfg)
-        if in_multirun():
-            write_search_pointer(Path(cfg.paths.output_dir), cfg, best)
-        return best
     if not in_multirun():
         return run_one(cfg)
     share_cores_between_parallel_jobs()
     output_dir = Path(cfg.paths.output_dir)
-    previous = read_status(output_dir)
+    previous = read_record(output_dir)
     if cfg.get("resume_sweep") and previous and previous["status"] == "ok":
-        print(f"reglab: skipping {output_dir.name}: already ok")
+        log.info(f"reglab: skipping {output_dir.name}: already ok")
         return previous.get("objective")
     try:
         return run_one(cfg)
     except Exception as error:  # noqa: BLE001 - any job failure is recorded, the sweep goes on
         write_failure(output_dir, cfg, error)
-        print(f"reglab: job {output_dir.name} failed: {error_summary(error)}")
+        log.info(f"reglab: job {output_dir.name} failed: {first_line(error)}")
         return None
 
 
 def run_one(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) -> float | None:
     """One run: validate, build, fit, test on the best checkpoint, write metrics.json."""
     started = time.perf_counter()
+    log.route_lightning_logs()
     validate(cfg)
     if cfg.get("print_config", True):
         print_config(cfg)
     L.seed_everything(cfg.seed, workers=True)
 
-    datamodule = _instantiate(cfg.data)
-    model = RegLabModule(
-        model=_plain(cfg.model),
-        input_shape=list(datamodule.input_shape),
-        num_outputs=datamodule.num_outputs,
-        task=datamodule.task,
-        optimizer=_plain(cfg.optimizer),
-        scheduler=_plain(cfg.get("scheduler")),
-        monitor=cfg.monitor,
-        log_every_step=cfg.get("log_every_step", False),
-    )
-    check_optimization(model)
-    if cfg.monitor not in model.metric_names("val"):
-        raise ConfigError(
-            "monitor",
-            f"{cfg.monitor!r} is not logged for {datamodule.task}; valid: "
-            + ", ".join(model.metric_names("val")),
-        )
+    datamodule, model = build_data_and_model(cfg)
+    controls = build_controls(cfg, model)
+    if "augmentation" in controls:  # the data module applies it to training batches
+        datamodule.train_batch_transform = controls["augmentation"]
     history = EpochHistory()
-    controls = [_instantiate(cfg[g]) for g in CONTROL_GROUPS if cfg.get(g) and "_target_" in cfg[g]]
     callbacks = [
         history,
-        *controls,
-        *_instantiate_all(cfg.get("callbacks")),
+        *controls.values(),
+        *_instantiate_all(cfg.get("callbacks"), "callbacks"),
         *(extra_callbacks or []),
     ]
-    loggers = _instantiate_all(cfg.get("logger"))
-    trainer: L.Trainer = _instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
-
-    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
-    # Read fit results now: testing on a checkpoint restores callback states (history, stopper).
-    history = history.frozen()
-    _raise_if_diverged(history.epochs, ("train/loss", cfg.monitor))
-    stopper = trainer.early_stopping_callback
-    stopped_epoch = stopper.stopped_epoch if stopper and stopper.stopped_epoch else None
-    best_checkpoint = (
-        trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-    )
-    test = trainer.test(
-        model, datamodule=datamodule, ckpt_path=best_checkpoint or None, verbose=False
+    loggers = _instantiate_all(cfg.get("logger"), "logger")
+    trainer: L.Trainer = _instantiate(
+        cfg.trainer, "trainer", callbacks=callbacks, logger=loggers or False
     )
 
-    summary = _summary(
-        cfg, history, stopped_epoch, test[0] if test else {}, best_checkpoint, started
-    )
-    summary["objective"] = _lookup(summary, cfg.get("optimized_metric"))
+    fit = fit_and_test(cfg, trainer, model, datamodule, history)
+    summary = summarize(cfg, fit, started)
     if cfg.get("keep_outputs", True):
         _write_outputs(cfg, trainer, summary)
     else:
         _remove_outputs(Path(cfg.paths.output_dir))
     return summary["objective"]
+
+
+def build_data_and_model(cfg: DictConfig) -> tuple[L.LightningDataModule, RegLabModule]:
+    """The data module and the LightningModule sized to it; optimizer and scheduler checked."""
+    datamodule = _instantiate(cfg.data, "data")
+    optimizer, scheduler = plain(cfg.optimizer), plain(cfg.get("scheduler"))
+    with config_path("optimizer"):
+        check_optimizer(optimizer)
+    if scheduler:
+        with config_path("scheduler"):
+            check_scheduler(scheduler)
+    with config_path("data"):  # the arrays load here: a bad file is refused now
+        input_shape, num_outputs = list(datamodule.input_shape), datamodule.num_outputs
+    with config_path("model"):
+        model = RegLabModule(
+            model=plain(cfg.model),
+            input_shape=input_shape,
+            num_outputs=num_outputs,
+            task=datamodule.task,
+            optimizer=optimizer,
+            scheduler=scheduler,
+            monitor=cfg.monitor,
+            log_every_step=cfg.get("log_every_step", False),
+        )
+    _dry_build_optimization(model)
+    checks.choice("monitor", cfg.monitor, model.metric_names("val"))  # what this task logs
+    return datamodule, model
+
+
+def build_controls(cfg: DictConfig, model: RegLabModule) -> dict[str, L.Callback]:
+    """One callback per selected control group, each checked against the model before training."""
+    controls = {
+        group: _instantiate(cfg[group], group)
+        for group in CONTROL_GROUPS
+        if cfg.get(group) and "_target_" in cfg[group]
+    }
+    for group, control in controls.items():
+        if isinstance(control, Control):
+            with config_path(group):
+                control.check(model)
+    return controls
+
+
+def fit_and_test(
+    cfg: DictConfig,
+    trainer: L.Trainer,
+    model: RegLabModule,
+    datamodule: L.LightningDataModule,
+    history: EpochHistory,
+) -> dict[str, Any]:
+    """Fit (resuming from `ckpt_path` if set), then test the best checkpoint."""
+    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    # Read fit results now: testing on a checkpoint restores callback states (history, stopper).
+    frozen = history.frozen()
+    _raise_if_diverged(frozen.epochs, ("train/loss", cfg.monitor))
+    stopper = trainer.early_stopping_callback
+    checkpoint = trainer.checkpoint_callback
+    fit = {
+        "history": frozen,
+        "stopped_epoch": stopper.stopped_epoch if stopper and stopper.stopped_epoch else None,
+        "best_checkpoint": checkpoint.best_model_path if checkpoint else "",
+    }
+    test = trainer.test(
+        model, datamodule=datamodule, ckpt_path=fit["best_checkpoint"] or None, verbose=False
+    )
+    return {**fit, "test": test[0] if test else {}}
+
+
+@contextmanager
+def config_path(path: str) -> Iterator[None]:
+    """Re-raise a ConfigError from inside the block with its key under the config node `path`."""
+    try:
+        yield
+    except ConfigError as error:
+        raise error.under(path) from None
+
+
+def _dry_build_optimization(module: RegLabModule) -> None:
+    """Build the optimizer and scheduler once: what the value checks cannot foresee fails now."""
+    hparams = module.hparams
+    with _constructor_errors("optimizer"):
+        optimizer = build_optimizer(module.net, hparams.optimizer)
+    if hparams.scheduler:
+        with _constructor_errors("scheduler"):
+            build_scheduler(optimizer, hparams.scheduler)
+
+
+@contextmanager
+def _constructor_errors(path: str) -> Iterator[None]:
+    """A constructor's ValueError/TypeError becomes a ConfigError on the node it was built from."""
+    try:
+        yield
+    except (ValueError, TypeError) as error:
+        if isinstance(error, ConfigError):
+            raise error.under(path) from None
+        raise ConfigError(path, first_line(error)) from None
 
 
 def _raise_if_diverged(epochs: list[dict[str, float]], keys: tuple[str, ...]) -> None:
@@ -142,76 +201,55 @@ def _raise_if_diverged(epochs: list[dict[str, float]], keys: tuple[str, ...]) ->
             )
 
 
-def _plain(node: Any) -> Any:
-    """OmegaConf node -> plain dicts/lists (checkpoints reload with `weights_only=True`)."""
-    return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
+def _instantiate(node: DictConfig, path: str, **kwargs: Any) -> Any:
+    """`hydra.utils.instantiate`; a failure becomes a ConfigError on the node at `path`.
 
-
-def _instantiate(node: DictConfig, **kwargs: Any) -> Any:
-    """`hydra.utils.instantiate`; a failure becomes a ConfigError naming the key it is about.
-
-    A ConfigError that Hydra wrapped is re-raised as is. Any other error of the constructor
-    (Lightning's Trainer refusing a precision, an unknown keyword, ...) names the node's key
-    whose name appears in the message, or the node itself.
+    A ConfigError of the constructor gets the node's path in front of its key. Any other error
+    (a library refusing a value reglab does not check itself) names the node, with its message.
     """
     try:
         return instantiate(node, **kwargs)
     except InstantiationException as error:
         config_error = find_config_error(error)
         if config_error is not None:
-            raise config_error from None
-        cause = error.__cause__ or error
-        message = str(cause).splitlines()[0] if str(cause) else type(cause).__name__
-        node_key = node._get_full_key(None) or "config"  # e.g. "trainer", "logger.tensorboard"
-        lowered = message.lower()
-        named = [k for k in node if isinstance(k, str) and k != "_target_" and k in lowered]
-        if (
-            not named
-            and "accelerator" in node
-            and any(w in lowered for w in ("gpu", "cuda", "mps"))
-        ):
-            named = ["accelerator"]  # "No supported gpu backend found!"
-        # The key the message names first is the one it is about ("devices=0 ... cpu accelerator").
-        first = min(named, key=lowered.find) if named else None
-        key = f"{node_key}.{first}" if first else node_key
-        raise ConfigError(key, message) from None
+            raise config_error.under(path) from None
+        raise ConfigError(path, first_line(error.__cause__ or error)) from None
 
 
-def _instantiate_all(group: DictConfig | None) -> list:
+def _instantiate_all(group: DictConfig | None, path: str) -> list:
     """Instantiate every entry of a `name: {_target_: ...}` mapping; null entries are skipped."""
     if not group:
         return []
-    return [_instantiate(node) for node in group.values() if node and "_target_" in node]
+    return [
+        _instantiate(node, f"{path}.{name}")
+        for name, node in group.items()
+        if node and "_target_" in node
+    ]
 
 
-def _summary(
-    cfg: DictConfig,
-    history: EpochHistory,
-    stopped_epoch: int | None,
-    test: dict[str, float],
-    best_checkpoint: str,
-    started: float,
-) -> dict[str, Any]:
-    mode = cfg.get("monitor_mode", "min")
-    best = history.best(cfg.monitor, mode)
-    return {
+def summarize(cfg: DictConfig, fit: dict[str, Any], started: float) -> dict[str, Any]:
+    """The run's record for metrics.json (`objective` is the value of `optimized_metric`)."""
+    history: EpochHistory = fit["history"]
+    best = history.best(cfg.monitor, cfg.monitor_mode)
+    summary = {
         "status": "ok",
         "task_name": cfg.task_name,
+        "tags": list(cfg.get("tags") or []),
         "overrides": list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else [],
         "seed": cfg.seed,
         "monitor": cfg.monitor,
-        "monitor_mode": mode,
+        "monitor_mode": cfg.monitor_mode,
         "best_epoch": best["epoch"] if best else None,
         f"best_{cfg.monitor}": best.get(cfg.monitor) if best else None,
-        "stopped_epoch": stopped_epoch,
+        "stopped_epoch": fit["stopped_epoch"],
         "epochs_run": len(history.epochs),
         "wall_time_s": round(time.perf_counter() - started, 3),
         "host": socket.gethostname(),
         "pid": os.getpid(),
         "final": history.epochs[-1] if history.epochs else {},
         "best": best or {},
-        "test": {name: float(value) for name, value in test.items()},
-        "best_checkpoint": best_checkpoint,
+        "test": {name: float(value) for name, value in fit["test"].items()},
+        "best_checkpoint": fit["best_checkpoint"],
         "versions": {
             "reglab": reglab.__version__,
             "torch": torch.__version__,
@@ -220,6 +258,8 @@ def _summary(
         "config_digest": config_digest(cfg),
         "history": history.epochs,
     }
+    summary["objective"] = _lookup(summary, cfg.get("optimized_metric"))
+    return summary
 
 
 def config_digest(cfg: DictConfig) -> str:
@@ -227,25 +267,23 @@ def config_digest(cfg: DictConfig) -> str:
     neutral = cfg.copy()
     for key in neutral.get("paths", {}):
         neutral.paths[key] = f"<{key}>"
-    plain = OmegaConf.to_container(neutral, resolve=True)
-    return hashlib.sha256(json.dumps(plain, sort_keys=True, default=str).encode()).hexdigest()
+    plain_config = OmegaConf.to_container(neutral, resolve=True)
+    return hashlib.sha256(
+        json.dumps(plain_config, sort_keys=True, default=str).encode()
+    ).hexdigest()
 
 
 @rank_zero_only
 def _write_outputs(cfg: DictConfig, trainer: L.Trainer, summary: dict[str, Any]) -> None:
     output_dir = Path(cfg.paths.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    # Written last and atomically: a metrics.json is only ever a finished run's.
-    tmp = output_dir / "metrics.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=2))
-    tmp.replace(output_dir / "metrics.json")
+    write_record(output_dir, summary)  # last and atomic: a metrics.json is a finished run's
     final_metrics = {**summary["test"], **{f"best/{k}": v for k, v in summary["best"].items()}}
     for logger in trainer.loggers:
         if isinstance(logger, TensorBoardLogger):
             # The hparams table: this run's config next to its final metrics.
             logger.log_hyperparams(_flat_params(cfg), metrics=final_metrics)
         logger.finalize("success")
-    print(
+    log.info(
         f"reglab: {summary['epochs_run']} epochs in {summary['wall_time_s']:.1f}s, "
         f"best epoch {summary['best_epoch']}, "
         + ", ".join(f"{k}={v:.4f}" for k, v in summary["test"].items())
@@ -259,9 +297,9 @@ def _remove_outputs(output_dir: Path) -> None:
 
 
 def _flat_params(cfg: DictConfig) -> dict[str, Any]:
-    plain = OmegaConf.to_container(cfg, resolve=True)
-    plain.pop("paths", None)
-    return plain
+    plain_config = OmegaConf.to_container(cfg, resolve=True)
+    plain_config.pop("paths", None)
+    return plain_config
 
 
 def _lookup(summary: dict[str, Any], name: str | None) -> float | None:

@@ -11,6 +11,7 @@ recorded as pruned, not failed. The best parameters and value go to `best.yaml`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,13 +20,78 @@ import yaml
 from hydra import compose
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
+from typing_extensions import override
 
-from reglab.errors import ConfigError
-from reglab.sweep import write_record
+from reglab import log
+from reglab.errors import ConfigError, first_line
+from reglab.records import write_record
+from reglab.registry import Registry
+from reglab.run import config_path, run_one
+from reglab.sweep import in_multirun, write_search_pointer
 
-PARAM_TYPES = ("float", "int", "categorical")
-PRUNERS = ("median", "hyperband", "none")
-SAMPLERS = ("tpe", "random")
+# Each table maps a config value to what builds it: a new sampler, pruner or parameter type is
+# one registered function.
+SAMPLERS: Registry[Callable[..., Any]] = Registry("sampler")
+PRUNERS: Registry[Callable[..., Any]] = Registry("pruner")
+PARAM_TYPES: Registry[Callable[..., Any]] = Registry("parameter type")
+
+
+@SAMPLERS.register("tpe")
+def tpe_sampler(seed: int) -> Any:
+    """Optuna's default Tree-structured Parzen Estimator."""
+    import optuna
+
+    return optuna.samplers.TPESampler(seed=seed)
+
+
+@SAMPLERS.register("random")
+def random_sampler(seed: int) -> Any:
+    """Independent uniform draws."""
+    import optuna
+
+    return optuna.samplers.RandomSampler(seed=seed)
+
+
+@PRUNERS.register("median")
+def median_pruner(max_epochs: int) -> Any:
+    """Stop a trial whose metric is worse than the median of earlier trials at the same epoch."""
+    import optuna
+
+    return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1)
+
+
+@PRUNERS.register("hyperband")
+def hyperband_pruner(max_epochs: int) -> Any:
+    """Hyperband over 1..max_epochs epochs."""
+    import optuna
+
+    return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max_epochs)
+
+
+@PRUNERS.register("none")
+def no_pruner(max_epochs: int) -> Any:
+    """Every trial runs to its end."""
+    import optuna
+
+    return optuna.pruners.NopPruner()
+
+
+@PARAM_TYPES.register("float")
+def suggest_float(trial: Any, name: str, spec: DictConfig) -> float:
+    """A float in [low, high], log-uniform with `log: true`."""
+    return trial.suggest_float(name, spec.low, spec.high, log=spec.get("log", False))
+
+
+@PARAM_TYPES.register("int")
+def suggest_int(trial: Any, name: str, spec: DictConfig) -> int:
+    """An integer in [low, high], log-uniform with `log: true`."""
+    return trial.suggest_int(name, spec.low, spec.high, log=spec.get("log", False))
+
+
+@PARAM_TYPES.register("categorical")
+def suggest_categorical(trial: Any, name: str, spec: DictConfig) -> Any:
+    """One of `choices`."""
+    return trial.suggest_categorical(name, list(spec.choices))
 
 
 class OptunaPruning(L.Callback):
@@ -34,8 +100,8 @@ class OptunaPruning(L.Callback):
     def __init__(self, trial: Any, monitor: str) -> None:
         self.trial, self.monitor = trial, monitor
 
+    @override
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        """trial.report(metric, epoch); raise optuna.TrialPruned if the pruner says so."""
         import optuna
 
         if trainer.sanity_checking or self.monitor not in trainer.callback_metrics:
@@ -48,43 +114,10 @@ class OptunaPruning(L.Callback):
 
 def suggest(trial: Any, params: DictConfig) -> dict[str, Any]:
     """Draw one value per parameter of the search space: {override key: value}."""
-    values = {}
-    for key, spec in params.items():
-        kind = spec.get("type")
-        if kind == "float":
-            values[key] = trial.suggest_float(key, spec.low, spec.high, log=spec.get("log", False))
-        elif kind == "int":
-            values[key] = trial.suggest_int(key, spec.low, spec.high, log=spec.get("log", False))
-        elif kind == "categorical":
-            values[key] = trial.suggest_categorical(key, list(spec.choices))
-        else:
-            raise ConfigError(
-                f"hparams_search.params.{key}.type",
-                f"got {kind!r}; valid: {', '.join(PARAM_TYPES)}",
-            )
-    return values
-
-
-def _pruner(name: str, max_epochs: int) -> Any:
-    import optuna
-
-    if name == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1)
-    if name == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max_epochs)
-    if name == "none":
-        return optuna.pruners.NopPruner()
-    raise ConfigError("hparams_search.pruner", f"got {name!r}; valid: {', '.join(PRUNERS)}")
-
-
-def _sampler(name: str, seed: int) -> Any:
-    import optuna
-
-    if name == "tpe":
-        return optuna.samplers.TPESampler(seed=seed)
-    if name == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    raise ConfigError("hparams_search.sampler", f"got {name!r}; valid: {', '.join(SAMPLERS)}")
+    return {
+        key: PARAM_TYPES.get(spec.get("type"), f"params.{key}.type")(trial, key, spec)
+        for key, spec in params.items()
+    }
 
 
 def run_search(cfg: DictConfig) -> float | None:
@@ -96,9 +129,12 @@ def run_search(cfg: DictConfig) -> float | None:
             "hparams_search", 'needs Optuna: pip install -e ".[search]" (or pip install optuna)'
         ) from missing
 
-    from reglab.run import run_one
-
     spec = cfg.hparams_search
+    with config_path("hparams_search"):
+        sampler = SAMPLERS.get(spec.get("sampler", "tpe"), "sampler")(cfg.seed)
+        pruner = PRUNERS.get(spec.get("pruner", "median"), "pruner")(cfg.trainer.max_epochs)
+        for key, param in spec.params.items():
+            PARAM_TYPES.get(param.get("type"), f"params.{key}.type")
     folder = Path(spec.folder)
     folder.mkdir(parents=True, exist_ok=True)
     storage = spec.get("storage") or f"sqlite:///{folder.resolve() / 'study.db'}"
@@ -106,8 +142,8 @@ def run_search(cfg: DictConfig) -> float | None:
         study_name=spec.study_name,
         storage=storage,
         direction=spec.direction,
-        sampler=_sampler(spec.get("sampler", "tpe"), cfg.seed),
-        pruner=_pruner(spec.get("pruner", "median"), cfg.trainer.max_epochs),
+        sampler=sampler,
+        pruner=pruner,
         load_if_exists=True,
     )
     base = [o for o in HydraConfig.get().overrides.task] if HydraConfig.initialized() else []
@@ -121,17 +157,20 @@ def run_search(cfg: DictConfig) -> float | None:
         try:
             value = run_one(trial_cfg, extra_callbacks=[OptunaPruning(trial, trial_cfg.monitor)])
         except optuna.TrialPruned as pruned:
-            _record(trial_dir, "pruned", str(pruned), values)
+            _record(trial_dir, "pruned", pruned, values)
             raise
         except Exception as error:
-            _record(trial_dir, "failed", f"{type(error).__name__}: {error}", values)
+            _record(trial_dir, "failed", error, values)
             raise
         if value is None:
             raise ConfigError("optimized_metric", "must name a metric for the search to optimize")
         return value
 
     study.optimize(objective, n_trials=spec.n_trials, catch=(Exception,), gc_after_trial=True)
-    return _write_best(study, folder)
+    best = _write_best(study, folder)
+    if in_multirun():  # the -m job records where the study's trials and best.yaml are
+        write_search_pointer(Path(cfg.paths.output_dir), cfg, best)
+    return best
 
 
 def _write_hydra_overrides(trial_dir: Path, overrides: list[str]) -> None:
@@ -140,13 +179,8 @@ def _write_hydra_overrides(trial_dir: Path, overrides: list[str]) -> None:
     (trial_dir / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
 
 
-def _record(trial_dir: Path, status: str, message: str, values: dict[str, Any]) -> None:
-    record = {
-        "status": status,
-        "error": message.splitlines()[0] if message else "",
-        "params": values,
-    }
-    write_record(trial_dir, record)
+def _record(trial_dir: Path, status: str, error: BaseException, values: dict[str, Any]) -> None:
+    write_record(trial_dir, {"status": status, "error": first_line(error), "params": values})
 
 
 def _write_best(study: Any, folder: Path) -> float | None:
@@ -158,7 +192,7 @@ def _write_best(study: Any, folder: Path) -> float | None:
         counts[trial.state.name.lower()] += 1
     summary = ", ".join(f"{n} {state}" for state, n in counts.items() if n)
     if not complete:
-        print(f"reglab search: no trial completed ({summary}); study in {folder}")
+        log.info(f"reglab search: no trial completed ({summary}); study in {folder}")
         return None
     best = study.best_trial
     record = {
@@ -170,6 +204,8 @@ def _write_best(study: Any, folder: Path) -> float | None:
         "trials": counts,
     }
     (folder / "best.yaml").write_text(yaml.safe_dump(record, sort_keys=False))
-    print(f"reglab search: {summary}; best {best.value:.4g} at trial {best.number}: {best.params}")
-    print(f"reglab search: wrote {folder / 'best.yaml'}")
+    log.info(
+        f"reglab search: {summary}; best {best.value:.4g} at trial {best.number}: {best.params}"
+    )
+    log.info(f"reglab search: wrote {folder / 'best.yaml'}")
     return float(best.value)

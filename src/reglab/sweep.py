@@ -10,7 +10,6 @@ and makes the command fail only when every job it ran failed.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import time
 from pathlib import Path
@@ -21,6 +20,10 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
+
+from reglab import log
+from reglab.errors import first_line
+from reglab.records import read_record, write_record
 
 MAX_DIRNAME = 100
 
@@ -61,35 +64,15 @@ def share_cores_between_parallel_jobs() -> None:
         torch.set_num_threads(max(1, cores // parallel))
 
 
-def read_status(job_dir: Path) -> dict[str, Any] | None:
-    """The job's metrics.json, or None when it has none (not run, or still running)."""
-    path = job_dir / "metrics.json"
-    return json.loads(path.read_text()) if path.is_file() else None
-
-
-def error_summary(error: BaseException) -> str:
-    """`Type: first line of the message`, one line."""
-    message = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {message[0] if message else ''}".strip()
-
-
 def _overrides() -> list[str]:
     return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
-
-
-def write_record(output_dir: Path, record: dict[str, Any]) -> None:
-    """Write a job's metrics.json atomically (a reader never sees half of one)."""
-    output_dir.mkdir(parents=True, exist_ok=True)
-    tmp = output_dir / "metrics.json.tmp"
-    tmp.write_text(json.dumps(record, indent=2))
-    tmp.replace(output_dir / "metrics.json")
 
 
 def write_failure(output_dir: Path, cfg: DictConfig, error: BaseException) -> None:
     """Record a failed job where its metrics.json would be."""
     record = {
         "status": "failed",
-        "error": error_summary(error),
+        "error": first_line(error),
         "task_name": cfg.get("task_name"),
         "seed": cfg.get("seed"),
         "overrides": _overrides(),
@@ -123,7 +106,7 @@ class SweepSummary(Callback):
         counts = {"ok": 0, "failed": 0, "skipped": 0, "missing": 0}
         failures = []
         for job_dir in sorted(p.parent for p in sweep_dir.rglob(".hydra") if p.is_dir()):
-            status = read_status(job_dir)
+            status = read_record(job_dir)
             if status is None:
                 counts["missing"] += 1
             elif (
@@ -136,13 +119,13 @@ class SweepSummary(Callback):
             else:
                 counts["failed"] += 1
                 failures.append(f"  {job_dir.name}: {status.get('error', '')}")
-        print(
+        log.info(
             f"reglab sweep: {counts['ok']} ok, {counts['failed']} failed, {counts['skipped']} skipped"
             + (f", {counts['missing']} without result" if counts["missing"] else "")
             + f" in {sweep_dir}"
         )
         for line in failures:
-            print(line)
+            log.info(line)
         if counts["failed"] and not counts["ok"]:
             raise SystemExit(1)
 

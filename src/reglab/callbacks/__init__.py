@@ -1,7 +1,11 @@
-"""Callbacks that act on training; one per file, each driven by one config group."""
+"""Callbacks: one per file. Those that act on training derive from `Control` and are each driven
+by one config group (regularization, dropout, batchnorm, augmentation); the monitors (history,
+activation monitor, eval-mode audit) only watch.
+"""
 
 from reglab.callbacks.activation_monitor import ActivationMonitor
 from reglab.callbacks.batch_augmentation import BatchAugmentation
+from reglab.callbacks.control import Control
 from reglab.callbacks.dropout_schedule import DropoutSchedule
 from reglab.callbacks.freeze_batchnorm import FreezeBatchNorm
 from reglab.callbacks.history import EpochHistory
@@ -12,6 +16,7 @@ from reglab.callbacks.weight_penalty import WeightPenalty
 __all__ = [
     "ActivationMonitor",
     "BatchAugmentation",
+    "Control",
     "DropoutSchedule",
     "EpochHistory",
     "EvalModeAudit",

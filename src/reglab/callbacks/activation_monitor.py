@@ -5,7 +5,8 @@ It does not change training. At the start of training (the net as initialized) a
 net in eval mode with forward hooks on every leaf layer, and records each layer's output mean and
 variance and each weight's Frobenius norm, in `self.records` and as TensorBoard scalars
 (`activations/<layer>/mean|var`, `weights/<name>`). This is how the SELU fixed point (mean 0,
-variance 1 from layer to layer) and a penalty's shrinkage become visible.
+variance 1 from layer to layer) and a penalty's shrinkage become visible. Checkpoints carry the
+records, so a resumed run continues them (the resumed weights are not measured as initialization).
 """
 
 from __future__ import annotations
@@ -16,8 +17,10 @@ import lightning as L
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch import nn
+from typing_extensions import override
 
 from reglab import checks
+from reglab.nn.modes import kept_modes
 
 
 def leaf_layers(net: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -29,10 +32,12 @@ class ActivationMonitor(L.Callback):
     """Records activation mean/variance per layer and weight norms (see module docstring)."""
 
     def __init__(self, every_n_epochs: int = 5, max_samples: int = 512) -> None:
-        key = "callbacks.activation_monitor"
-        self.every_n_epochs = checks.integer(f"{key}.every_n_epochs", every_n_epochs, minimum=1)
-        self.max_samples = checks.integer(f"{key}.max_samples", max_samples, minimum=1)
+        self.every_n_epochs = checks.integer("every_n_epochs", every_n_epochs, minimum=1)
+        self.max_samples = checks.integer("max_samples", max_samples, minimum=1)
         self.records: list[dict[str, Any]] = []
+        # Whether the net as initialized was measured: a resumed run must not measure its
+        # resumed weights as "initialization".
+        self.measured_init = False
         self._inputs: torch.Tensor | None = None
 
     def _fixed_inputs(self, trainer: L.Trainer) -> torch.Tensor | None:
@@ -59,15 +64,13 @@ class ActivationMonitor(L.Callback):
             return record
 
         handles = [m.register_forward_hook(hook(name)) for name, m in leaf_layers(net)]
-        modes = {m: m.training for m in net.modules()}
-        net.eval()
         try:
-            net(x)
+            with kept_modes(net):
+                net.eval()
+                net(x)
         finally:
             for handle in handles:
                 handle.remove()
-            for module, mode in modes.items():
-                module.train(mode)
         for name, parameter in net.named_parameters():
             if parameter.ndim > 1:
                 stats["weight_norm"][name] = parameter.norm().item()
@@ -80,7 +83,10 @@ class ActivationMonitor(L.Callback):
         net = getattr(pl_module, "net", pl_module)
         # convert_input: the dtype of the precision setting (float64 for 64-true, ...).
         stats = self.measure(net, trainer.precision_plugin.convert_input(x.to(pl_module.device)))
-        self.records.append({"epoch": epoch, **stats})
+        # An epoch measured again (a resume that repeats it) replaces its record.
+        self.records = [r for r in self.records if r["epoch"] != epoch] + [
+            {"epoch": epoch, **stats}
+        ]
         for logger in trainer.loggers:
             if isinstance(logger, TensorBoardLogger) and trainer.is_global_zero:
                 for name in stats["mean"]:
@@ -93,12 +99,22 @@ class ActivationMonitor(L.Callback):
                 for name, norm in stats["weight_norm"].items():
                     logger.experiment.add_scalar(f"weights/{name}", norm, epoch + 1)
 
+    @override
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        """Measure the net as initialized (recorded as epoch -1)."""
-        if not self.records:
+        if not self.measured_init:  # the net as initialized, recorded as epoch -1
             self._record(trainer, pl_module, epoch=-1)
+            self.measured_init = True
 
+    @override
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        """Measure every `every_n_epochs` epochs."""
         if not trainer.sanity_checking and (trainer.current_epoch + 1) % self.every_n_epochs == 0:
             self._record(trainer, pl_module, epoch=trainer.current_epoch)
+
+    @override
+    def state_dict(self) -> dict[str, Any]:
+        return {"records": self.records, "measured_init": self.measured_init}
+
+    @override
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.records = list(state_dict["records"])
+        self.measured_init = state_dict["measured_init"]

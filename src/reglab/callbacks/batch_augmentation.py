@@ -1,149 +1,151 @@
 """Augments training batches on their device; driven by the `augmentation` group.
 
-Only training batches are touched (through the data module's `on_after_batch_transfer`, after
-the batch reached its device); validation and test see the data as it is. Per-sample image ops come
-from kornia: horizontal flip, rotation, random crop after zero padding, random erasing. Gaussian
-noise works on any data. Mixup and CutMix are written here because kornia draws lambda uniformly:
-as in the papers, lambda ~ Beta(alpha, alpha), one per batch, and targets become soft (one-hot
-mixtures; the loss takes probabilities). Randomness comes from torch's seeded global generator,
-on the batch's device. A grid of augmented training images goes to TensorBoard once per run.
+The config lists per-sample ops, applied in order (`ops: [{rotation: {degrees: 10}}, {crop:
+{padding: 1}}]`, names from `reglab.augment.OPS`: flip, rotation, crop, erasing, noise), and at
+most one mixing op applied last (`mix: {mixup: {alpha: 0.2}}`, from `reglab.augment.MIXES`: mixup,
+cutmix). Mixing turns labels into soft targets (one-hot mixtures; the loss takes probabilities).
+
+This callback is the transform: `reglab.run` hands it to the data module
+(`datamodule.train_batch_transform`), which calls it on training batches after they reached their
+device; validation and test see the data as it is. As a callback it refuses, before training,
+image ops on non-image data and mixing on regression, and logs one grid of augmented training
+images to TensorBoard per run (a resumed run does not log it again).
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import lightning as L
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch import nn
+from typing_extensions import override
 
-from reglab import checks
+from reglab.augment import MIXES, OPS, Mixing, Op
+from reglab.callbacks.control import Control
 from reglab.errors import ConfigError
+from reglab.registry import Registry
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 
 
-def mixup(x: torch.Tensor, y: torch.Tensor, lam: float, perm: torch.Tensor) -> Batch:
-    """lam * (x, y) + (1 - lam) * (x[perm], y[perm]); y as probabilities."""
-    return lam * x + (1 - lam) * x[perm], lam * y + (1 - lam) * y[perm]
+@dataclass(frozen=True)
+class Step:
+    """One op of the config: where it sits (`ops[1]`, `mix`), its name, table entry and arguments."""
+
+    key: str
+    name: str
+    entry: Op
+    arguments: dict[str, Any]
+
+    def build(self, input_shape: tuple[int, ...]) -> nn.Module:
+        """The op's module for inputs of `input_shape`; a bad value is keyed `ops[1].rotation.degrees`."""
+        try:
+            return self.entry.build(input_shape, **self.arguments)
+        except ConfigError as error:
+            raise error.under(f"{self.key}.{self.name}") from None
 
 
-def cutmix(x: torch.Tensor, y: torch.Tensor, lam: float, perm: torch.Tensor) -> Batch:
-    """Paste a box of x[perm] covering about 1 - lam of the image; y mixed by the exact area."""
-    height, width = x.shape[-2:]
-    cut = (1 - lam) ** 0.5
-    box_h, box_w = round(height * cut), round(width * cut)
-    cy, cx = int(torch.randint(height, (1,))), int(torch.randint(width, (1,)))
-    top, bottom = max(cy - box_h // 2, 0), min(cy + box_h - box_h // 2, height)
-    left, right = max(cx - box_w // 2, 0), min(cx + box_w - box_w // 2, width)
-    mixed = x.clone()
-    mixed[..., top:bottom, left:right] = x[perm][..., top:bottom, left:right]
-    kept = 1 - (bottom - top) * (right - left) / (height * width)
-    return mixed, kept * y + (1 - kept) * y[perm]
+def parse_step(key: str, spec: Any, table: Registry[Op]) -> Step:
+    """A one-key mapping `{name: {argument: value}}` resolved through `table`."""
+    if not isinstance(spec, Mapping) or len(spec) != 1:
+        raise ConfigError(key, f"must be one op as {{name: {{argument: value}}}}, got {spec!r}")
+    ((name, given),) = spec.items()
+    entry = table.get(name, key)
+    name = table.canonical(name)
+    try:
+        arguments = entry.arguments(given)
+    except ConfigError as error:
+        raise error.under(f"{key}.{name}") from None
+    return Step(key, name, entry, arguments)
 
 
-class BatchAugmentation(L.Callback):
-    """Training-batch augmentation (see module docstring for the ops and their order)."""
+class BatchAugmentation(Control):
+    """Training-batch augmentation: `ops` in order, then the optional `mix` (see module docstring)."""
 
     def __init__(
         self,
-        flip: float = 0.0,
-        rotation: float = 0.0,
-        crop_padding: int = 0,
-        erasing: float = 0.0,
-        noise_std: float = 0.0,
-        mixup_alpha: float = 0.0,
-        cutmix_alpha: float = 0.0,
+        ops: Sequence[Mapping[str, Any]] | None = None,
+        mix: Mapping[str, Any] | None = None,
         log_images: bool = True,
     ) -> None:
-        self.flip = checks.probability("augmentation.flip", flip)
-        self.rotation = checks.number("augmentation.rotation", rotation, 0.0, 180.0)
-        self.crop_padding = checks.integer("augmentation.crop_padding", crop_padding)
-        self.erasing = checks.probability("augmentation.erasing", erasing)
-        self.noise_std = checks.number("augmentation.noise_std", noise_std, 0.0)
-        self.mixup_alpha = checks.number("augmentation.mixup_alpha", mixup_alpha, 0.0)
-        self.cutmix_alpha = checks.number("augmentation.cutmix_alpha", cutmix_alpha, 0.0)
-        if self.mixup_alpha and self.cutmix_alpha:
-            raise ConfigError("augmentation.cutmix_alpha", "use mixup or cutmix, not both")
-        self.log_images = log_images
-        self.image_ops: nn.Module | None = None
-        self._logged = False
+        ops = [] if ops is None else ops
+        if not isinstance(ops, Sequence) or isinstance(ops, str):
+            raise ConfigError("ops", f"must be a list of ops, got {ops!r}")
+        self.ops = [parse_step(f"ops[{i}]", spec, OPS) for i, spec in enumerate(ops)]
+        self.mix = parse_step("mix", mix, MIXES) if mix else None
+        self.log_images = bool(log_images)
+        # Built by `check` for the model's input shape; applied by `__call__`.
+        self.pipeline: nn.Module | None = None
+        self.mixing: Mixing | None = None
+        self.num_classes: int | None = None
+        self.logged = False
 
-    def _uses_image_ops(self) -> bool:
-        return bool(
-            self.flip or self.rotation or self.crop_padding or self.erasing or self.cutmix_alpha
-        )
-
-    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        """Check the ops fit the data, build the kornia pipeline, hook into the module."""
+    @override
+    def check(self, pl_module: L.LightningModule) -> None:
+        """Refuse image ops on non-image data and mixing on regression; build the ops."""
         shape = tuple(pl_module.hparams.get("input_shape", ()))
         task = getattr(pl_module, "task", "classification")
-        if self._uses_image_ops() and len(shape) != 3:
+        for step in [*self.ops, *([self.mix] if self.mix else [])]:
+            if step.entry.needs_images and len(shape) != 3:
+                raise ConfigError(
+                    step.key,
+                    f"{step.name} needs images (C, H, W); the data has shape {shape}: "
+                    "use augmentation=noise, mixup or none (or data.layout=image)",
+                )
+        if self.mix and task != "classification":
             raise ConfigError(
-                "augmentation",
-                "flip/rotation/crop/erasing/cutmix need images (C, H, W); the data has shape "
-                f"{shape}: use augmentation=noise, mixup or none (or data.layout=image)",
-            )
-        if (self.mixup_alpha or self.cutmix_alpha) and task != "classification":
-            raise ConfigError(
-                "augmentation",
-                f"mixup and cutmix mix class labels, the data's task is {task}: "
+                "mix",
+                f"{self.mix.name} mixes class labels, the data's task is {task}: "
                 "use augmentation=noise or none",
             )
-        self.image_ops = self._build_image_ops(shape) if self._uses_image_ops() else None
+        self.pipeline = nn.Sequential(*(step.build(shape) for step in self.ops))
+        self.mixing = self.mix.build(shape) if self.mix else None
         self.num_classes = pl_module.hparams.get("num_outputs")
-        datamodule = trainer.datamodule
-        if datamodule is None or not hasattr(datamodule, "train_batch_transform"):
-            raise ConfigError("augmentation", "needs one of reglab's data modules (conf/data)")
-        datamodule.train_batch_transform = self
-
-    def _build_image_ops(self, shape: tuple[int, ...]) -> nn.Module:
-        import kornia.augmentation as K
-
-        ops: list[nn.Module] = []
-        if self.flip:
-            ops.append(K.RandomHorizontalFlip(p=self.flip))
-        if self.rotation:
-            ops.append(K.RandomRotation(degrees=self.rotation, p=1.0))
-        if self.crop_padding:
-            ops.append(K.RandomCrop(tuple(shape[1:]), padding=self.crop_padding, p=1.0))
-        if self.erasing:
-            ops.append(K.RandomErasing(p=self.erasing))
-        return nn.Sequential(*ops)
-
-    def sample_lambda(self) -> float:
-        """lambda ~ Beta(alpha, alpha), as in the mixup and CutMix papers (kornia: uniform)."""
-        alpha = self.mixup_alpha or self.cutmix_alpha
-        return float(torch.distributions.Beta(alpha, alpha).sample())
 
     @torch.no_grad()
-    def __call__(self, batch: Batch, trainer: L.Trainer) -> Batch:
-        """The augmented training batch (called by the data module for training batches only)."""
+    def __call__(self, batch: Batch) -> Batch:
+        """The augmented training batch (the data module calls this on training batches only)."""
+        if self.pipeline is None:
+            raise RuntimeError("BatchAugmentation: call check(pl_module) (or fit with it) first")
         x, y = batch
-        if self.image_ops is not None and len(self.image_ops):
-            x = self.image_ops(x)
-        if self.noise_std:
-            x = x + self.noise_std * torch.randn_like(x)
-        if self.mixup_alpha or self.cutmix_alpha:
-            lam = self.sample_lambda()
-            perm = torch.randperm(len(x), device=x.device)
-            soft = F.one_hot(y, self.num_classes).to(x.dtype) if not y.is_floating_point() else y
-            if self.mixup_alpha:
-                x, y = mixup(x, soft, lam, perm)
-            else:
-                x, y = cutmix(x, soft, lam, perm)
-        if not self._logged and self.log_images and x.ndim == 4:
-            self._log_grid(trainer, x)
+        x = self.pipeline(x)
+        if self.mixing is not None:
+            soft = y if y.is_floating_point() else F.one_hot(y, self.num_classes).to(x.dtype)
+            x, y = self.mixing(x, soft)
         return x, y
 
-    def _log_grid(self, trainer: L.Trainer, x: torch.Tensor) -> None:
-        self._logged = True
-        for logger in trainer.loggers:
-            if isinstance(logger, TensorBoardLogger) and trainer.is_global_zero:
-                images = x[:32].detach().float().cpu()
-                low = images.amin(dim=(1, 2, 3), keepdim=True)
-                high = images.amax(dim=(1, 2, 3), keepdim=True)
-                images = (images - low) / (high - low).clamp_min(1e-8)
-                logger.experiment.add_images(
-                    "augmentation/train_batch", images, trainer.global_step
-                )
+    @override
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        # The data module augmented this batch already (on_after_batch_transfer runs first).
+        x = batch[0]
+        if self.logged or not self.log_images or x.ndim != 4:
+            return
+        self.logged = True
+        if trainer.is_global_zero:
+            log_grid(trainer, x)
+
+    @override
+    def state_dict(self) -> dict[str, Any]:
+        return {"logged": self.logged}
+
+    @override
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.logged = bool(state_dict.get("logged", False))
+
+
+def log_grid(trainer: L.Trainer, x: torch.Tensor) -> None:
+    """Up to 32 images of `x`, each scaled to [0, 1], to every TensorBoard logger."""
+    images = x[:32].detach().float().cpu()
+    low = images.amin(dim=(1, 2, 3), keepdim=True)
+    high = images.amax(dim=(1, 2, 3), keepdim=True)
+    images = (images - low) / (high - low).clamp_min(1e-8)
+    for logger in trainer.loggers:
+        if isinstance(logger, TensorBoardLogger):
+            logger.experiment.add_images("augmentation/train_batch", images, trainer.global_step)

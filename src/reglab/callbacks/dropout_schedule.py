@@ -1,77 +1,133 @@
-"""Changes `p` of every dropout layer once per epoch; driven by `dropout=schedule`.
+"""Changes `p` of every dropout layer once per epoch; driven by the `dropout` group's schedules.
 
-Schedules: constant (p), linear (p_start -> p_end over `epochs`), step (p times gamma every
-`step_size` epochs), early (p for the first `switch_epoch` epochs, then 0: "early dropout"),
-late (0 until `switch_epoch`, then p: "late dropout"). Every module deriving from `_DropoutNd`
-(Dropout, Dropout2d, Dropout3d, AlphaDropout) is set. Logs `dropout/p` each epoch.
+A schedule is a function `(epoch, **knobs) -> p` in the `SCHEDULES` table: constant (p), linear
+(p_start -> p_end over `epochs`), step (p times gamma every `step_size` epochs), early (p for the
+first `switch_epoch` epochs, then 0: "early dropout"), late (0 until `switch_epoch`, then p: "late
+dropout"). A new schedule is one registered function and one YAML file in conf/dropout. The YAML
+carries every knob (so a sweep over schedules composes); each schedule gets the knobs its signature
+names. Every module deriving from `_DropoutNd` (Dropout, Dropout2d, Dropout3d, AlphaDropout) is
+set at the start of each training epoch; `dropout/p` is logged each epoch.
 """
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Callable
+from typing import Any
+
 import lightning as L
-from torch import nn
-from torch.nn.modules.dropout import _DropoutNd
+from typing_extensions import override
 
 from reglab import checks
+from reglab.callbacks.control import Control
 from reglab.errors import ConfigError
+from reglab.nn.modes import dropout_modules, set_dropout_p
+from reglab.registry import Registry
 
-SCHEDULES = ("constant", "linear", "step", "early", "late")
-
-
-def dropout_modules(module: nn.Module) -> list[_DropoutNd]:
-    """Every dropout layer (anything deriving from torch's `_DropoutNd`) in `module`."""
-    return [m for m in module.modules() if isinstance(m, _DropoutNd)]
+Schedule = Callable[..., float]
+SCHEDULES: Registry[Schedule] = Registry("dropout schedule")
 
 
-def set_dropout_p(module: nn.Module, p: float) -> None:
-    """Set p of every dropout layer in `module`."""
-    for layer in dropout_modules(module):
-        layer.p = p
+@SCHEDULES.register("constant")
+def constant(epoch: int, p: float = 0.5) -> float:
+    """p in every epoch."""
+    return p
 
 
-class DropoutSchedule(L.Callback):
+@SCHEDULES.register("linear")
+def linear(epoch: int, p_start: float = 0.0, p_end: float = 0.5, epochs: int = 10) -> float:
+    """p_start at epoch 0, rising (or falling) linearly to p_end at epoch `epochs - 1`, then kept."""
+    progress = min(1.0, epoch / max(1, epochs - 1))
+    return p_start + progress * (p_end - p_start)
+
+
+@SCHEDULES.register("step")
+def step(epoch: int, p: float = 0.5, step_size: int = 5, gamma: float = 0.5) -> float:
+    """p, multiplied by gamma every `step_size` epochs."""
+    return p * gamma ** (epoch // step_size)
+
+
+@SCHEDULES.register("early")
+def early(epoch: int, p: float = 0.5, switch_epoch: int = 5) -> float:
+    """Early dropout: p before `switch_epoch`, 0 from it on."""
+    return p if epoch < switch_epoch else 0.0
+
+
+@SCHEDULES.register("late")
+def late(epoch: int, p: float = 0.5, switch_epoch: int = 5) -> float:
+    """Late dropout: 0 before `switch_epoch`, p from it on."""
+    return 0.0 if epoch < switch_epoch else p
+
+
+def _dropout_p(key: str, value: Any) -> float:
+    return checks.probability(key, value, allow_one=False)
+
+
+# Range checks of the knobs, by name. A new schedule may add its own knobs' checks here; a knob
+# without one is passed as given.
+KNOB_CHECKS: dict[str, Callable[[str, Any], Any]] = {
+    "p": _dropout_p,
+    "p_start": _dropout_p,
+    "p_end": _dropout_p,
+    "epochs": lambda key, value: checks.integer(key, value, minimum=1),
+    "step_size": lambda key, value: checks.integer(key, value, minimum=1),
+    "gamma": lambda key, value: checks.number(key, value, 0.0, 1.0),
+    "switch_epoch": lambda key, value: checks.integer(key, value, minimum=0),
+}
+
+
+def knob_names(schedule: Schedule) -> list[str]:
+    """The knobs `schedule` takes: every argument after the epoch."""
+    return list(inspect.signature(schedule).parameters)[1:]
+
+
+def all_knob_names() -> set[str]:
+    """Every knob some registered schedule takes."""
+    return {knob for name in SCHEDULES.names() for knob in knob_names(SCHEDULES.get(name))}
+
+
+class DropoutSchedule(Control):
     """Sets p of every dropout layer from the epoch number (see module docstring)."""
 
-    def __init__(
-        self,
-        schedule: str = "constant",
-        p: float = 0.5,
-        p_start: float = 0.0,
-        p_end: float = 0.5,
-        epochs: int = 10,
-        step_size: int = 5,
-        gamma: float = 0.5,
-        switch_epoch: int = 5,
-    ) -> None:
-        self.schedule = checks.choice("dropout.schedule", schedule, SCHEDULES)
-        self.p = checks.probability("dropout.p", p, allow_one=False)
-        self.p_start = checks.probability("dropout.p_start", p_start, allow_one=False)
-        self.p_end = checks.probability("dropout.p_end", p_end, allow_one=False)
-        self.epochs = checks.integer("dropout.epochs", epochs, minimum=1)
-        self.step_size = checks.integer("dropout.step_size", step_size, minimum=1)
-        self.gamma = checks.number("dropout.gamma", gamma, 0.0, 1.0)
-        self.switch_epoch = checks.integer("dropout.switch_epoch", switch_epoch)
+    def __init__(self, schedule: str = "constant", **knobs: Any) -> None:
+        self.function = SCHEDULES.get(schedule, "schedule")
+        self.schedule = SCHEDULES.canonical(schedule)
+        # A knob no registered schedule takes is a typo, not a knob for another schedule.
+        known = all_knob_names()
+        for name, value in knobs.items():
+            if name not in known:
+                raise ConfigError(
+                    name, f"no dropout schedule takes it; valid: {', '.join(sorted(known))}"
+                )
+            if name in KNOB_CHECKS:
+                KNOB_CHECKS[name](name, value)
+        self.knobs = {name: knobs[name] for name in knob_names(self.function) if name in knobs}
+        self._require_knobs()
+
+    def _require_knobs(self) -> None:
+        parameters = inspect.signature(self.function).parameters
+        for name in knob_names(self.function):
+            if parameters[name].default is inspect.Parameter.empty and name not in self.knobs:
+                raise ConfigError(name, f"the {self.schedule} schedule needs it")
 
     def p_at(self, epoch: int) -> float:
         """The dropout probability for `epoch` (0-based)."""
-        if self.schedule == "constant":
-            return self.p
-        if self.schedule == "linear":
-            progress = min(1.0, epoch / max(1, self.epochs - 1))
-            return self.p_start + progress * (self.p_end - self.p_start)
-        if self.schedule == "step":
-            return self.p * self.gamma ** (epoch // self.step_size)
-        if self.schedule == "early":
-            return self.p if epoch < self.switch_epoch else 0.0
-        return 0.0 if epoch < self.switch_epoch else self.p  # late
+        p = self.function(epoch, **self.knobs)
+        # A schedule's formula may leave [0, 1): say which schedule did, at which epoch.
+        try:
+            return _dropout_p("schedule", p)
+        except ConfigError as error:
+            raise ConfigError(
+                "schedule", f"{self.schedule} gave p = {p!r} at epoch {epoch}: {error.message}"
+            ) from None
 
-    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        """Refuse a model without dropout layers: the schedule would do nothing."""
+    @override
+    def check(self, pl_module: L.LightningModule) -> None:
         if not dropout_modules(pl_module):
-            raise ConfigError("dropout", "the model has no dropout layer for the schedule to set")
+            raise ConfigError("", "the model has no dropout layer for the schedule to set")
 
+    @override
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        """Set this epoch's p on every dropout layer and log it."""
         p = self.p_at(trainer.current_epoch)
         set_dropout_p(pl_module, p)
         pl_module.log("dropout/p", p, on_step=False, on_epoch=True)

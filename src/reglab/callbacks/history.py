@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 import lightning as L
+from typing_extensions import override
 
 
 class EpochHistory(L.Callback):
@@ -34,13 +35,14 @@ class EpochHistory(L.Callback):
             if name.startswith("val/") == validation and value.numel() == 1:
                 row[name] = float(value)
 
+    @override
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        """Record this epoch's validation metrics (not the sanity check's)."""
         if not trainer.sanity_checking:
             self._merge(trainer, trainer.current_epoch, validation=True)
 
+    @override
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        """Remember which epoch just ended; its train metrics are published after this hook."""
+        # The epoch's train metrics are published after this hook: merged at the next start/end.
         self._finished_epoch = trainer.current_epoch
 
     def _merge_finished(self, trainer: L.Trainer) -> None:
@@ -48,12 +50,12 @@ class EpochHistory(L.Callback):
             self._merge(trainer, self._finished_epoch, validation=False)
             self._finished_epoch = None
 
+    @override
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        """Merge the previous epoch's train metrics, now final."""
         self._merge_finished(trainer)
 
+    @override
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        """Merge the last epoch's train metrics."""
         self._merge_finished(trainer)
 
     def frozen(self) -> EpochHistory:
@@ -70,10 +72,10 @@ class EpochHistory(L.Callback):
         pick = min if mode == "min" else max
         return pick(rows, key=lambda row: row[monitor])
 
+    @override
     def state_dict(self) -> dict[str, Any]:
-        """Resume keeps the history of the epochs before the checkpoint."""
         return {"epochs": [dict(row) for row in self.epochs]}
 
+    @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Restore the history saved in a checkpoint."""
         self.epochs = [dict(row) for row in state_dict["epochs"]]

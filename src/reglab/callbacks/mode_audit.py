@@ -1,10 +1,10 @@
 """Checks that evaluation really runs in eval mode; driven by `callbacks` (on by default).
 
-At the first batch of every validation and test epoch it asserts that no module of the model
-is in train mode: dropout off, BatchNorm on its running statistics. (MC dropout switches dropout
-on only inside its own extra passes, so it passes the audit too.) Once per run it logs the
-mode of every module during training and during evaluation. The check costs one walk over the
-modules per evaluation epoch.
+It does not change training. At the first batch of every validation and test epoch it asserts that
+no module of the model is in train mode: dropout off, BatchNorm on its running statistics. (MC
+dropout switches dropout on only inside its own extra passes, so it passes the audit too.) Once
+per run, a resumed run included, it logs the mode of every module during training and during
+evaluation. The check costs one walk over the modules per evaluation epoch.
 """
 
 from __future__ import annotations
@@ -12,49 +12,34 @@ from __future__ import annotations
 from typing import Any
 
 import lightning as L
-from lightning.pytorch.utilities import rank_zero_info
-from torch import nn
+from lightning.pytorch.trainer.states import RunningStage
+from typing_extensions import override
 
-
-def modes(module: nn.Module) -> dict[str, str]:
-    """'train' or 'eval' for `module` and every named submodule."""
-    return {
-        name or "(root)": ("train" if m.training else "eval") for name, m in module.named_modules()
-    }
+from reglab import log
+from reglab.nn.modes import modes
 
 
 class EvalModeAudit(L.Callback):
     """Raises if any module is in train mode during validation or test (see module docstring)."""
 
     def __init__(self) -> None:
-        self._reported: set[str] = set()
+        self.reported: set[str] = set()  # the phases whose modes were logged
 
     def _report_once(self, phase: str, pl_module: L.LightningModule) -> None:
-        if phase in self._reported:
+        if phase in self.reported:
             return
-        self._reported.add(phase)
+        self.reported.add(phase)
         net = getattr(pl_module, "net", pl_module)
         listing = ", ".join(f"{name}={mode}" for name, mode in modes(net).items())
-        rank_zero_info(f"reglab mode audit ({phase}): {listing}")
+        log.info(f"reglab mode audit ({phase}): {listing}")
 
-    def _check(self, stage: str, pl_module: L.LightningModule, batch_idx: int) -> None:
-        if batch_idx != 0:
-            return
-        self._report_once("evaluation", pl_module)
-        net = getattr(pl_module, "net", pl_module)
-        training = [name for name, mode in modes(net).items() if mode == "train"]
-        if training:
-            raise RuntimeError(
-                f"{stage} ran with modules in train mode (dropout on / BatchNorm updating): "
-                + ", ".join(training)
-            )
-
+    @override
     def on_train_batch_start(
         self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
     ) -> None:
-        """Report the training-time modes once."""
         self._report_once("training", pl_module)
 
+    @override
     def on_validation_batch_start(
         self,
         trainer: L.Trainer,
@@ -63,16 +48,24 @@ class EvalModeAudit(L.Callback):
         batch_idx: int,
         dataloader_idx: int = 0,
     ) -> None:
-        """Audit the first validation batch of the epoch."""
-        self._check("validation", pl_module, batch_idx)
+        if batch_idx != 0:
+            return
+        self._report_once("evaluation", pl_module)
+        net = getattr(pl_module, "net", pl_module)
+        training = [name for name, mode in modes(net).items() if mode == "train"]
+        if training:
+            stage = "test" if trainer.state.stage == RunningStage.TESTING else "validation"
+            raise RuntimeError(
+                f"{stage} ran with modules in train mode (dropout on / BatchNorm updating): "
+                + ", ".join(training)
+            )
 
-    def on_test_batch_start(
-        self,
-        trainer: L.Trainer,
-        pl_module: L.LightningModule,
-        batch: Any,
-        batch_idx: int,
-        dataloader_idx: int = 0,
-    ) -> None:
-        """Audit the first test batch."""
-        self._check("test", pl_module, batch_idx)
+    on_test_batch_start = on_validation_batch_start
+
+    @override
+    def state_dict(self) -> dict[str, Any]:
+        return {"reported": sorted(self.reported)}
+
+    @override
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.reported = set(state_dict["reported"])

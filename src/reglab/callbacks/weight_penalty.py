@@ -1,16 +1,22 @@
-"""Adds an L1 / L2 / ElasticNet weight penalty to training; driven by the `regularization` group.
+"""Adds a weight penalty strength * R(w) to training; driven by the `regularization` group.
 
+R is a penalty kind from `reglab.regularization.PENALTIES` (l1, l2, elastic_net, or one you
+register), chosen by `kind`; the callback knows no kind by name, and the node's other keys
+(`l1_ratio`, ...) go to the kind's constructor.
 `method: gradient` adds strength * dR/dw to `param.grad` in `on_before_optimizer_step`: after AMP
 unscaling and the DDP all-reduce, once per optimizer step whatever `accumulate_grad_batches` is,
 and before gradient clipping. That equals adding strength * R(w) to the loss through autograd.
-`method: proximal` applies the L1 part after each optimizer step as soft-thresholding with
-threshold lr * strength * l1_ratio, so weights reach exact zeros (the L2 part stays a gradient).
+`method: proximal` (for kinds with a non-smooth part, such as L1) applies that part after each
+optimizer step as its proximal step with threshold lr * strength (soft-thresholding for L1, so
+weights reach exact zeros); the smooth part stays a gradient.
 With an Adam-type optimizer, `proximal_threshold: adaptive` (the default) makes the threshold
-per coordinate, lr * strength * l1_ratio / (sqrt(v_hat) + eps): the proximal step in Adam's own
-metric (as in ProxGen, Yun et al. 2021). Without it Adam's normalized steps, about lr per weight,
+per coordinate, lr * strength / (sqrt(v_hat) + eps): the proximal step in Adam's own metric
+(as in ProxGen, Yun et al. 2021). Without it Adam's normalized steps, about lr per weight,
 swamp the threshold and hardly any weight reaches zero. For SGD both settings are lr * strength.
-The strength can ramp linearly from 0 over `warmup_epochs`. Each epoch it logs the penalty, the
-data loss, their sum, the L1/L2 norms of the penalized weights and their fraction of (near) zeros.
+The strength can ramp linearly from 0 over `warmup_epochs`; the factor is derived from the epoch
+number, so the callback holds no state across epochs and a resumed run needs no state_dict.
+Each epoch it logs the penalty, the data loss, their sum, the L1/L2 norms of the penalized
+weights and their fraction of (near) zeros.
 """
 
 from __future__ import annotations
@@ -19,10 +25,11 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.hooks import RemovableHandle
+from typing_extensions import override
 
-from reglab import checks
+from reglab import checks, log
+from reglab.callbacks.control import Control
 from reglab.errors import ConfigError
 from reglab.regularization import PenaltyGroup, make_penalty, select_parameters
 
@@ -31,64 +38,82 @@ THRESHOLDS = ("lr", "adaptive")
 NEAR_ZERO = 1e-3
 
 
-class WeightPenalty(L.Callback):
-    """Weight penalty strength * R(w) on the selected parameters (see module docstring)."""
+class WeightPenalty(Control):
+    """Weight penalty strength * R(w) on the selected parameters (see module docstring).
+
+    `options` are the penalty kind's own arguments (`l1_ratio` for elastic_net); those the kind
+    does not take are ignored, so one config node serves every kind.
+    """
 
     def __init__(
         self,
         kind: str = "l2",
         strength: float = 1e-4,
-        l1_ratio: float | None = None,
         method: str = "gradient",
         include: list[str] | None = None,
         exclude: list[str] | None = None,
         strengths: dict[str, float] | None = None,
         warmup_epochs: int = 0,
         proximal_threshold: str = "adaptive",
+        **options: Any,
     ) -> None:
-        self.penalty = make_penalty(kind, l1_ratio)
+        self.penalty = make_penalty(kind, options)
         self.kind = kind
-        self.strength = checks.number("regularization.strength", strength, 0.0)
-        self.method = checks.choice("regularization.method", method, METHODS)
-        if method == "proximal" and self.penalty.l1_ratio == 0:
+        self.strength = checks.number("strength", strength, 0.0)
+        self.method = checks.choice("method", method, METHODS)
+        if method == "proximal" and not self.penalty.has_l1_part:
             raise ConfigError(
-                "regularization.method", "proximal needs an L1 part (l1 or elastic_net)"
+                "method",
+                f"proximal needs a penalty with a non-smooth (L1) part; kind {kind!r} has none",
             )
-        self.warmup_epochs = checks.integer("regularization.warmup_epochs", warmup_epochs)
+        self.warmup_epochs = checks.integer("warmup_epochs", warmup_epochs)
         self.proximal_threshold = checks.choice(
-            "regularization.proximal_threshold", proximal_threshold, THRESHOLDS
+            "proximal_threshold", proximal_threshold, THRESHOLDS
         )
-        for pattern, value in (strengths or {}).items():
-            checks.number(f"regularization.strengths.{pattern}", value, 0.0)
+        strengths = checks.mapping("strengths", strengths)
+        for pattern, value in strengths.items():
+            checks.number(f"strengths.{pattern}", value, 0.0)
         self.include, self.exclude, self.strengths = include, exclude, strengths
         self.groups: list[PenaltyGroup] = []
         self._scale = 1.0
         self._hooks: list[RemovableHandle] = []
 
     # --- set-up ---------------------------------------------------------------------------------
-    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        """Select the penalized parameters (after the module is built, before training)."""
-        self.groups = select_parameters(
+    def parameter_groups(self, pl_module: L.LightningModule) -> list[PenaltyGroup]:
+        """The penalized parameters of `pl_module`, grouped by strength."""
+        return select_parameters(
             pl_module, self.strength, self.include, self.exclude, self.strengths
         )
 
-    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        """For the proximal method, soft-threshold right after every optimizer step."""
-        if self.method == "proximal":
-            adaptive_optimizers = [o for o in trainer.optimizers if _second_moment_state(o)]
-            if self.proximal_threshold == "lr" and adaptive_optimizers:
-                rank_zero_warn(
-                    "reglab: proximal L1 with an Adam-type optimizer and the threshold lr * "
-                    "strength: Adam's steps are about lr per weight, so few weights reach zero. "
-                    "Use regularization.proximal_threshold=adaptive or optimizer=sgd."
-                )
-            self._hooks = [
-                optimizer.register_step_post_hook(self._proximal_step)
-                for optimizer in trainer.optimizers
-            ]
+    @override
+    def check(self, pl_module: L.LightningModule) -> None:
+        """Refuse a model of which `include` / `exclude` select no parameter."""
+        self.parameter_groups(pl_module)
 
+    @override
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        super().setup(trainer, pl_module, stage)
+        self.groups = self.parameter_groups(pl_module)
+
+    @override
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.method != "proximal":
+            return
+        adaptive_optimizers = [o for o in trainer.optimizers if _second_moment_state(o)]
+        if self.proximal_threshold == "lr" and adaptive_optimizers:
+            log.warning(
+                "proximal step with an Adam-type optimizer and the threshold lr * strength: "
+                "Adam's steps are about lr per weight, so few weights reach zero. "
+                "Use proximal_threshold=adaptive or SGD."
+            )
+        # The proximal step follows every optimizer step (Lightning has no hook right after it).
+        self._hooks = [
+            optimizer.register_step_post_hook(self.after_optimizer_step)
+            for optimizer in trainer.optimizers
+        ]
+
+    @override
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        """Remove the optimizer hooks."""
         for hook in self._hooks:
             hook.remove()
         self._hooks = []
@@ -98,22 +123,26 @@ class WeightPenalty(L.Callback):
         """Warm-up factor: 0 at epoch 0, rising linearly to 1 at `warmup_epochs`."""
         return 1.0 if self.warmup_epochs == 0 else min(1.0, epoch / self.warmup_epochs)
 
+    @override
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        """Set this epoch's strength factor."""
         self._scale = self.scale(trainer.current_epoch)
 
+    @override
     def on_before_optimizer_step(
         self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: torch.optim.Optimizer
     ) -> None:
-        """grad += strength * dR/dw (only the L2 part when L1 is applied proximally)."""
-        with_l1 = self.method == "gradient"
+        # With the proximal method the non-smooth part is applied after the step, not here.
+        smooth_only = self.method == "proximal"
         for group in self.groups:
             pairs = [(p, p.grad) for p in group.params if p.grad is not None]
             if pairs and group.strength * self._scale > 0:
                 params, grads = map(list, zip(*pairs, strict=True))
-                self.penalty.add_gradient(params, grads, group.strength * self._scale, with_l1)
+                self.penalty.add_gradient(params, grads, group.strength * self._scale, smooth_only)
 
-    def _proximal_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+    def after_optimizer_step(
+        self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any
+    ) -> None:
+        """The proximal step of the penalty's non-smooth part (an optimizer step post-hook)."""
         settings = {id(p): g for g in optimizer.param_groups for p in g["params"]}
         adaptive = self.proximal_threshold == "adaptive"
         for group in self.groups:
@@ -145,9 +174,10 @@ class WeightPenalty(L.Callback):
         return total
 
     # --- logging ----------------------------------------------------------------------------------
+    @override
     @torch.no_grad()
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        """Log penalty, data loss, objective, norms and sparsity of the penalized weights."""
+        # No sync across ranks: the weights, hence the penalty statistics, are the same on each.
         params = [p.detach() for group in self.groups for p in group.params]
         flat = torch.cat([p.reshape(-1) for p in params])
         penalty = self.value().item()

@@ -16,10 +16,9 @@ import numpy as np
 import torch
 from sklearn.model_selection import train_test_split
 
+from reglab import checks
 from reglab.data.loader import TensorBatchLoader
 from reglab.errors import ConfigError
-
-TASKS = ("classification", "regression")
 
 
 @dataclass
@@ -41,6 +40,7 @@ class TensorDataModule(L.LightningDataModule):
         val_fraction: float = 0.2,
         test_fraction: float = 0.2,
         split_seed: int = 0,
+        data_seed: int = 0,
         standardize: bool = True,
         standardize_target: bool = True,
         shuffle_seed: int = 0,
@@ -48,29 +48,27 @@ class TensorDataModule(L.LightningDataModule):
         label_noise: float = 0.0,
     ) -> None:
         super().__init__()
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise ConfigError("data.batch_size", f"must be a positive integer, got {batch_size!r}")
+        checks.integer("batch_size", batch_size, minimum=1)
         for key, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
-            if not 0 < value < 1:
-                raise ConfigError(f"data.{key}", f"must be in (0, 1), got {value!r}")
-        if not 0 < train_fraction <= 1:
-            raise ConfigError("data.train_fraction", f"must be in (0, 1], got {train_fraction!r}")
-        if not 0 <= label_noise <= 1:
-            raise ConfigError("data.label_noise", f"must be in [0, 1], got {label_noise!r}")
+            checks.number(key, value, 0.0, 1.0, low_open=True, high_open=True)
+        checks.number("train_fraction", train_fraction, 0.0, 1.0, low_open=True)
+        checks.probability("label_noise", label_noise)
         if label_noise and self.task != "classification":
-            raise ConfigError("data.label_noise", "applies to classification data only")
+            raise ConfigError("label_noise", "applies to classification data only")
         if val_fraction + test_fraction >= 1:
-            raise ConfigError("data.val_fraction", "val_fraction + test_fraction must be < 1")
+            raise ConfigError("val_fraction", "val_fraction + test_fraction must be < 1")
         self.batch_size = batch_size
         self.val_fraction, self.test_fraction = val_fraction, test_fraction
         self.split_seed = split_seed
+        # Generated data sets draw their samples with data_seed: the split is a separate choice.
+        self.data_seed = data_seed
         self.standardize = standardize
         self.standardize_target = standardize_target
         self.shuffle_seed = shuffle_seed
         self.train_fraction, self.label_noise = train_fraction, label_noise
         self._loaders: dict[str, TensorBatchLoader] = {}
-        # Set by the augmentation callback; applied to training batches only.
-        self.train_batch_transform: Callable[[Any, L.Trainer], Any] | None = None
+        # `batch -> batch` for training batches only (reglab.run hands over the augmentation).
+        self.train_batch_transform: Callable[[Any], Any] | None = None
 
     # --- what subclasses provide -------------------------------------------------------------
     def load_arrays(
@@ -186,7 +184,7 @@ class TensorDataModule(L.LightningDataModule):
         # (The model summary also passes `example_input_array` through here: a bare tensor.)
         is_batch = isinstance(batch, (tuple, list))
         if self.train_batch_transform is not None and self.trainer.training and is_batch:
-            return self.train_batch_transform(batch, self.trainer)
+            return self.train_batch_transform(batch)
         return batch
 
     def train_dataloader(self) -> TensorBatchLoader:

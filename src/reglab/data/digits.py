@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 from sklearn.datasets import load_digits
 
+from reglab import checks
 from reglab.data.base import TensorDataModule
-from reglab.errors import ConfigError
 
 LAYOUTS = ("image", "flat")
 
@@ -17,10 +17,7 @@ class DigitsDataModule(TensorDataModule):
     task = "classification"
 
     def __init__(self, layout: str = "image", **kwargs) -> None:
-        if layout not in LAYOUTS:
-            raise ConfigError(
-                "data.layout", f"unknown layout {layout!r}; valid: {', '.join(LAYOUTS)}"
-            )
+        checks.choice("layout", layout, LAYOUTS)
         super().__init__(**kwargs)
         self.layout = layout
 

@@ -41,12 +41,12 @@ class IdxDataModule(TensorDataModule):
         **kwargs,
     ) -> None:
         if not path:
-            raise ConfigError("data.path", "set it to the folder holding the IDX files")
+            raise ConfigError("path", "set it to the folder holding the IDX files")
         super().__init__(**kwargs)
         self.path = Path(path).expanduser()
         self.train_prefix, self.test_prefix = train_prefix, test_prefix
         if not self.path.is_dir():
-            raise ConfigError("data.path", f"{str(self.path)!r} is not a folder")
+            raise ConfigError("path", f"{str(self.path)!r} is not a folder")
         self._find(self.train_prefix, "images", "idx3")  # fail before training, not in setup
 
     def _find(self, prefix: str, kind: str, idx: str, required: bool = True) -> Path | None:
@@ -55,18 +55,14 @@ class IdxDataModule(TensorDataModule):
                 if candidate.exists():
                     return candidate
         if required:
-            raise ConfigError(
-                "data.path", f"no {prefix}-{kind}-{idx}-ubyte[.gz] in {str(self.path)!r}"
-            )
+            raise ConfigError("path", f"no {prefix}-{kind}-{idx}-ubyte[.gz] in {str(self.path)!r}")
         return None
 
     def _pair(self, prefix: str) -> tuple[np.ndarray, np.ndarray]:
         images = read_idx(self._find(prefix, "images", "idx3"))
         labels = read_idx(self._find(prefix, "labels", "idx1"))
         if len(images) != len(labels):
-            raise ConfigError(
-                "data.path", f"{prefix}: {len(images)} images but {len(labels)} labels"
-            )
+            raise ConfigError("path", f"{prefix}: {len(images)} images but {len(labels)} labels")
         return images[:, None].astype(np.float32) / 255.0, labels.astype(np.int64)
 
     def load_arrays(self) -> tuple[np.ndarray, np.ndarray] | dict:

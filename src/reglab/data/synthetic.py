@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 from sklearn.datasets import make_moons, make_regression
 
+from reglab import checks
 from reglab.data.base import TensorDataModule
 from reglab.errors import ConfigError
 
@@ -26,8 +27,8 @@ class MoonsDataModule(TensorDataModule):
         self.n_samples, self.noise = n_samples, noise
 
     def load_arrays(self) -> tuple[np.ndarray, np.ndarray]:
-        """make_moons with the split seed."""
-        return make_moons(self.n_samples, noise=self.noise, random_state=self.split_seed)
+        """make_moons drawn with the data seed."""
+        return make_moons(self.n_samples, noise=self.noise, random_state=self.data_seed)
 
 
 class FunctionDataModule(TensorDataModule):
@@ -44,19 +45,16 @@ class FunctionDataModule(TensorDataModule):
         high: float = 3.0,
         **kwargs,
     ) -> None:
-        if function not in FUNCTIONS:
-            raise ConfigError(
-                "data.function", f"unknown function {function!r}; valid: {', '.join(FUNCTIONS)}"
-            )
+        checks.choice("function", function, list(FUNCTIONS))
         if not low < high:
-            raise ConfigError("data.low", f"must be below data.high, got low={low}, high={high}")
+            raise ConfigError("low", f"must be below high, got low={low}, high={high}")
         super().__init__(**kwargs)
         self.function, self.n_samples, self.noise = function, n_samples, noise
         self.low, self.high = low, high
 
     def load_arrays(self) -> tuple[np.ndarray, np.ndarray]:
         """Samples of the chosen function with Gaussian noise scaled to its spread."""
-        rng = np.random.default_rng(self.split_seed)
+        rng = np.random.default_rng(self.data_seed)
         x = rng.uniform(self.low, self.high, size=(self.n_samples, 1))
         y = FUNCTIONS[self.function](x)
         y = y + self.noise * y.std() * rng.standard_normal(y.shape)
@@ -81,12 +79,12 @@ class RegressionDataModule(TensorDataModule):
         self.n_informative, self.noise = n_informative, noise
 
     def load_arrays(self) -> tuple[np.ndarray, np.ndarray]:
-        """make_regression with the split seed."""
+        """make_regression drawn with the data seed."""
         x, y = make_regression(
             self.n_samples,
             self.n_features,
             n_informative=self.n_informative,
             noise=self.noise,
-            random_state=self.split_seed,
+            random_state=self.data_seed,
         )
         return x.astype(np.float32), y.astype(np.float32)

@@ -26,7 +26,7 @@ class VolumesDataModule(TensorDataModule):
 
     def load_arrays(self) -> tuple[np.ndarray, np.ndarray]:
         """Volumes and the axis index of their bar."""
-        rng = np.random.default_rng(self.split_seed)
+        rng = np.random.default_rng(self.data_seed)
         s = self.size
         x = self.noise * rng.standard_normal((self.n_samples, 1, s, s, s)).astype(np.float32)
         y = rng.integers(0, 3, self.n_samples)

@@ -8,7 +8,7 @@ from torch import nn
 from reglab.nn.registry import layer
 
 
-@layer("swish")
+@layer("swish", kind="activation")
 class Swish(nn.Module):
     """Swish: x * sigmoid(beta * x); beta = 1 is SiLU. `learnable=True` makes beta a parameter."""
 

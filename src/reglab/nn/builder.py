@@ -7,6 +7,9 @@ A spec entry is one of:
   none / null                           nothing (lets a knob such as `norm: none` drop a layer)
 Shape arguments (in_features, in_channels, num_features, ...) are inferred by a dry forward pass;
 a final Linear head with the data's number of outputs is appended unless `head: false`.
+
+Errors are ConfigErrors keyed relative to the model node (`layers[2].linear.p`, `activation`,
+`head`); the config layer, which knows the node sits at `model`, adds that prefix.
 """
 
 from __future__ import annotations
@@ -16,39 +19,42 @@ from collections.abc import Sequence
 
 import torch
 from torch import nn
-from torch.nn.modules.dropout import _DropoutNd
 
 from reglab import checks
 from reglab.errors import ConfigError
 from reglab.nn.init import init_weights
-from reglab.nn.registry import (
-    LayerEntry,
-    Shape,
-    activation_names,
-    get_layer,
-    layer_names,
-    norm_names,
-)
+from reglab.nn.registry import LAYERS, LayerEntry, Shape, layer_names
 
 SKIP = (None, "none", "null")
+# Knobs that name a layer, and the kind of layer each accepts.
+LAYER_KNOBS = {"activation": "activation", "norm": "norm"}
 
 
 def check_knobs(spec: dict) -> None:
-    """A model's `activation` / `norm` knob must name a registered activation / norm (or none)."""
-    for knob, valid in (("activation", activation_names()), ("norm", norm_names())):
-        value = spec.get(knob, "none")
-        # A knob may carry arguments, as any spec entry: {swish: {learnable: true}}.
-        name = next(iter(value), None) if isinstance(value, dict) and len(value) == 1 else value
-        entry = get_layer(name) if isinstance(name, str) else None
-        if value not in SKIP and (entry is None or entry.name not in valid):
-            allowed = valid + (["none"] if knob == "norm" else [])
-            raise ConfigError(f"model.{knob}", f"got {value!r}; valid: {', '.join(allowed)}")
+    """Check the model's knobs before any layer is built (errors keyed by the knob's name).
+
+    `activation` / `norm` name a layer of that declared kind (or none), `dropout` is a probability
+    below 1, `width` is an integer >= 1 and `depth` one >= 0.
+    """
+    for knob, kind in LAYER_KNOBS.items():
+        if spec.get(knob) not in SKIP:
+            _check_layer_knob(knob, spec[knob], kind)
     if "dropout" in spec:
-        checks.probability("model.dropout", spec["dropout"], allow_one=False)
+        checks.probability("dropout", spec["dropout"], allow_one=False)
     if "width" in spec:
-        checks.integer("model.width", spec["width"], minimum=1)
+        checks.integer("width", spec["width"], minimum=1)
     if "depth" in spec:
-        checks.integer("model.depth", spec["depth"], minimum=0)
+        checks.integer("depth", spec["depth"], minimum=0)
+
+
+def _check_layer_knob(knob: str, value: object, kind: str) -> None:
+    # A knob may carry arguments, as any spec entry: {swish: {learnable: true}}.
+    name = next(iter(value)) if isinstance(value, dict) and len(value) == 1 else value
+    entry = LAYERS.find(name)
+    # A layer of another kind is refused like an unknown name, showing the value as written.
+    checks.choice(
+        knob, entry.name if entry and entry.kind == kind else value, layer_names(kind) + ["none"]
+    )
 
 
 def build_net(spec: dict, input_shape: Sequence[int], num_outputs: int) -> nn.Sequential:
@@ -57,19 +63,17 @@ def build_net(spec: dict, input_shape: Sequence[int], num_outputs: int) -> nn.Se
     check_knobs(spec)
     layers = spec.get("layers")
     if not isinstance(layers, list) or not layers:
-        raise ConfigError("model.layers", "must be a non-empty list of layers")
+        raise ConfigError("layers", "must be a non-empty list of layers")
     builder = _Builder(tuple(int(d) for d in input_shape))
-    modules = builder.build_list(layers, "model.layers")
+    modules = builder.build_list(layers, "layers")
     if spec.get("head", True):
         if len(builder.shape) != 1:
             raise ConfigError(
-                "model.layers",
+                "layers",
                 f"the body's output has shape {builder.shape}; end it with `flatten` or "
                 "pooling so that the Linear head gets (N, features)",
             )
-        modules.append(
-            ("head", builder.make("linear", {"out_features": num_outputs}, "model.head"))
-        )
+        modules.append(("head", builder.make("linear", {"out_features": num_outputs}, "head")))
     net = nn.Sequential(OrderedDict(modules))
     init_weights(net, spec.get("init", "default"))
     return net
@@ -95,12 +99,10 @@ class _Builder:
         return _readable_names(built)
 
     def build_repeat(self, entry: dict, key: str) -> list[tuple[str, nn.Module]]:
-        extra = set(entry) - {"repeat", "block"}
-        if extra:
-            raise ConfigError(key, f"unknown key(s) {sorted(extra)}; a repeat takes: repeat, block")
-        times, block = entry["repeat"], entry.get("block")
-        if not isinstance(times, int) or isinstance(times, bool) or times < 0:
-            raise ConfigError(f"{key}.repeat", f"must be a non-negative integer, got {times!r}")
+        for extra in sorted(set(entry) - {"repeat", "block"}, key=str):
+            checks.choice(key, extra, ["repeat", "block"])
+        times = checks.integer(f"{key}.repeat", entry["repeat"], minimum=0)
+        block = entry.get("block")
         if not isinstance(block, list) or not block:
             raise ConfigError(f"{key}.block", "must be a non-empty list of layers")
         return [
@@ -109,11 +111,7 @@ class _Builder:
         ]
 
     def make(self, name: str, kwargs: dict, key: str) -> nn.Module:
-        entry = get_layer(name)
-        if entry is None:
-            raise ConfigError(
-                key, f"unknown layer {name!r}; valid layers: {', '.join(layer_names())}"
-            )
+        entry = LAYERS.get(name, key)
         module = _construct(entry, kwargs, self.shape, key)
         self.shape = _dry_forward(module, self.shape, entry.name, key)
         return module
@@ -124,11 +122,7 @@ def _parse_entry(entry: object, key: str) -> tuple[str, dict]:
         return entry, {}
     if isinstance(entry, dict) and len(entry) == 1:
         ((name, kwargs),) = entry.items()
-        if kwargs is None:
-            kwargs = {}
-        if not isinstance(kwargs, dict):
-            raise ConfigError(f"{key}.{name}", f"arguments must be a mapping, got {kwargs!r}")
-        return str(name), dict(kwargs)
+        return str(name), checks.mapping(f"{key}.{name}", kwargs)
     raise ConfigError(
         key,
         f"expected a layer name, {{name: {{kwargs}}}} or {{repeat: N, block: [...]}}, got {entry!r}",
@@ -136,20 +130,13 @@ def _parse_entry(entry: object, key: str) -> tuple[str, dict]:
 
 
 def _construct(entry: LayerEntry, kwargs: dict, shape: Shape, key: str) -> nn.Module:
-    valid = entry.parameters()
-    unknown = sorted(set(kwargs) - set(valid))
-    if unknown:
-        raise ConfigError(
-            f"{key}.{entry.name}",
-            f"{entry.name} does not take {', '.join(map(repr, unknown))}; "
-            f"valid arguments: {', '.join(valid) or '(none)'}",
-        )
+    checks.arguments(f"{key}.{entry.name}", entry.cls, kwargs)
     inferred = entry.infer(shape) if entry.infer else {}
     arguments = {**inferred, **kwargs}
     for size in ("out_features", "out_channels"):  # torch builds empty layers from 0
         if size in arguments:
             checks.integer(f"{key}.{entry.name}.{size}", arguments[size], minimum=1)
-    if issubclass(entry.cls, _DropoutNd) and "p" in arguments:
+    if entry.kind == "dropout" and "p" in arguments:
         # torch accepts p = 1 (a layer that zeroes everything); as a regularizer it is a mistake.
         checks.probability(f"{key}.{entry.name}.p", arguments["p"], allow_one=False)
     missing = [p for p in entry.required() if p not in arguments]
@@ -193,5 +180,4 @@ def _readable_names(built: list[tuple[str, nn.Module]]) -> list[tuple[str, nn.Mo
 
 
 def _short(name: str) -> str:
-    entry = get_layer(name)
-    return entry.name if entry else name
+    return LAYERS.canonical(name) if name in LAYERS else name

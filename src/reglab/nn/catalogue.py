@@ -1,8 +1,10 @@
-"""The catalogue: every layer the seed notes document, registered by short name.
+"""The catalogue: every layer the seed notes document, registered by short name with its kind.
 
-Each entry says which constructor arguments can be read off the input shape (without the batch
-dimension): e.g. `linear` infers `in_features` from the last dimension, `conv2d` infers
-`in_channels` from the first.
+Each entry says what kind of layer it is (which model knob it may fill: `activation` takes kind
+"activation", `norm` kind "norm") and which constructor arguments can be read off the input shape
+(without the batch dimension): e.g. `linear` infers `in_features` from the last dimension, `conv2d`
+infers `in_channels` from the first. Layers defined elsewhere register themselves the same way
+(Swish in activations.py, the gated block in gated.py).
 """
 
 from __future__ import annotations
@@ -37,44 +39,44 @@ def _group_norm(shape: Shape) -> dict:
 
 
 # linear
-register_layer("linear", nn.Linear, _features_last)
-register_layer("flatten", nn.Flatten)
-register_layer("identity", nn.Identity)
+register_layer("linear", nn.Linear, _features_last, kind="linear")
+register_layer("flatten", nn.Flatten, kind="other")
+register_layer("identity", nn.Identity, kind="other")
 # convolution and pooling
-register_layer("conv2d", nn.Conv2d, _channels_first)
-register_layer("conv3d", nn.Conv3d, _channels_first)
-register_layer("max_pool2d", nn.MaxPool2d)
-register_layer("avg_pool2d", nn.AvgPool2d)
-register_layer("adaptive_avg_pool2d", nn.AdaptiveAvgPool2d)
-register_layer("max_pool3d", nn.MaxPool3d)
-register_layer("adaptive_avg_pool3d", nn.AdaptiveAvgPool3d)
+register_layer("conv2d", nn.Conv2d, _channels_first, kind="conv")
+register_layer("conv3d", nn.Conv3d, _channels_first, kind="conv")
+register_layer("max_pool2d", nn.MaxPool2d, kind="pool")
+register_layer("avg_pool2d", nn.AvgPool2d, kind="pool")
+register_layer("adaptive_avg_pool2d", nn.AdaptiveAvgPool2d, kind="pool")
+register_layer("max_pool3d", nn.MaxPool3d, kind="pool")
+register_layer("adaptive_avg_pool3d", nn.AdaptiveAvgPool3d, kind="pool")
 # normalization
-register_layer("batch_norm1d", nn.BatchNorm1d, _num_features)
-register_layer("batch_norm2d", nn.BatchNorm2d, _num_features)
-register_layer("batch_norm3d", nn.BatchNorm3d, _num_features)
-register_layer("layer_norm", nn.LayerNorm, _normalized_shape)
-register_layer("instance_norm2d", nn.InstanceNorm2d, _num_features)
-register_layer("group_norm", nn.GroupNorm, _group_norm)
+register_layer("batch_norm1d", nn.BatchNorm1d, _num_features, kind="norm")
+register_layer("batch_norm2d", nn.BatchNorm2d, _num_features, kind="norm")
+register_layer("batch_norm3d", nn.BatchNorm3d, _num_features, kind="norm")
+register_layer("layer_norm", nn.LayerNorm, _normalized_shape, kind="norm")
+register_layer("instance_norm2d", nn.InstanceNorm2d, _num_features, kind="norm")
+register_layer("group_norm", nn.GroupNorm, _group_norm, kind="norm")
 # dropout
-register_layer("dropout", nn.Dropout)
-register_layer("dropout2d", nn.Dropout2d)
-register_layer("dropout3d", nn.Dropout3d)
-register_layer("alpha_dropout", nn.AlphaDropout)
-# activations (Swish lives in activations.py, the gated block in gated.py)
-register_layer("relu", nn.ReLU)
-register_layer("relu6", nn.ReLU6)
-register_layer("leaky_relu", nn.LeakyReLU)
-register_layer("prelu", nn.PReLU)
-register_layer("elu", nn.ELU)
-register_layer("selu", nn.SELU)
-register_layer("gelu", nn.GELU)
-register_layer("silu", nn.SiLU)
-register_layer("mish", nn.Mish)
-register_layer("softplus", nn.Softplus)
-register_layer("sigmoid", nn.Sigmoid)
-register_layer("log_sigmoid", nn.LogSigmoid)
-register_layer("tanh", nn.Tanh)
-register_layer("hardtanh", nn.Hardtanh)
-register_layer("softmax", nn.Softmax)
-register_layer("log_softmax", nn.LogSoftmax)
-register_layer("softmax2d", nn.Softmax2d)
+register_layer("dropout", nn.Dropout, kind="dropout")
+register_layer("dropout2d", nn.Dropout2d, kind="dropout")
+register_layer("dropout3d", nn.Dropout3d, kind="dropout")
+register_layer("alpha_dropout", nn.AlphaDropout, kind="dropout")
+# activations (torch counts the softmax family among them)
+register_layer("relu", nn.ReLU, kind="activation")
+register_layer("relu6", nn.ReLU6, kind="activation")
+register_layer("leaky_relu", nn.LeakyReLU, kind="activation")
+register_layer("prelu", nn.PReLU, kind="activation")
+register_layer("elu", nn.ELU, kind="activation")
+register_layer("selu", nn.SELU, kind="activation")
+register_layer("gelu", nn.GELU, kind="activation")
+register_layer("silu", nn.SiLU, kind="activation")
+register_layer("mish", nn.Mish, kind="activation")
+register_layer("softplus", nn.Softplus, kind="activation")
+register_layer("sigmoid", nn.Sigmoid, kind="activation")
+register_layer("log_sigmoid", nn.LogSigmoid, kind="activation")
+register_layer("tanh", nn.Tanh, kind="activation")
+register_layer("hardtanh", nn.Hardtanh, kind="activation")
+register_layer("softmax", nn.Softmax, kind="activation")
+register_layer("log_softmax", nn.LogSoftmax, kind="activation")
+register_layer("softmax2d", nn.Softmax2d, kind="activation")

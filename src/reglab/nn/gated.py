@@ -9,7 +9,8 @@ from torch import nn
 from reglab.nn.registry import layer
 
 
-@layer("gated", infer=lambda shape: {"in_features": shape[-1]})
+# Kind "linear": it takes the place of a Linear layer (in_features -> out_features), gate included.
+@layer("gated", infer=lambda shape: {"in_features": shape[-1]}, kind="linear")
 class GatedLinear(nn.Module):
     """Linear(in, 2*out) -> BatchNorm1d(2*out) -> chunk -> sigmoid(filter) * softplus(core)."""
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from reglab import checks
 from reglab.errors import ConfigError
 
 
@@ -46,17 +47,15 @@ def select_parameters(
         chosen = _matches(name, include) if include else param.ndim > 1
         if not chosen or _matches(name, exclude):
             continue
-        own = next(
-            (float(s) for p, s in strengths.items() if fnmatch.fnmatchcase(name, p)), strength
-        )
-        if own < 0:
-            raise ConfigError("regularization.strengths", f"strength for {name} must be >= 0")
+        pattern = next((p for p in strengths if fnmatch.fnmatchcase(name, p)), None)
+        key = "strength" if pattern is None else f"strengths.{pattern}"
+        own = checks.number(key, strength if pattern is None else strengths[pattern], 0.0)
         group = groups.setdefault(own, PenaltyGroup(own))
         group.names.append(name)
         group.params.append(param)
     if not groups:
         raise ConfigError(
-            "regularization.include",
+            "include",
             f"selects no parameter; names look like: {', '.join(n for n, _ in module.named_parameters())}",
         )
     return list(groups.values())

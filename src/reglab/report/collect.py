@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
+
+from reglab.callbacks import WeightPenalty
+from reglab.checks import signature_names
+from reglab.records import read_record
+from reglab.regularization import PENALTIES
 
 # Overrides that do not define a configuration: seeds are repeats, the rest is bookkeeping.
 IGNORED_KEYS = ("seed", "resume_sweep", "paths.output_dir")
@@ -29,9 +33,19 @@ class Job:
         items = {k: v for k, v in self.overrides.items() if k.lstrip("+~") not in IGNORED_KEYS}
         if items.get("regularization") == "none":  # `none` ignores every regularization.* knob
             items = {k: v for k, v in items.items() if not k.startswith("regularization.")}
-        if items.get("regularization") in ("l1", "l2"):  # their l1_ratio is fixed (1 or 0)
-            items.pop("regularization.l1_ratio", None)
+        ignored = ignored_penalty_options(items.get("regularization"))
+        items = {k: v for k, v in items.items() if k.removeprefix("regularization.") not in ignored}
         return tuple(sorted(items.items()))
+
+
+def ignored_penalty_options(option: str | None) -> set[str]:
+    """Penalty options the kind `option` does not take (l1 and l2 ignore l1_ratio): not a difference."""
+    kind = PENALTIES.find(option) if option else None
+    if kind is None:
+        return set()
+    own = set(signature_names(WeightPenalty)) | set(signature_names(kind))
+    every = {name for k in PENALTIES.names() for name in signature_names(PENALTIES.get(k))}
+    return every - own
 
 
 def _overrides(folder: Path) -> dict[str, str]:
@@ -56,8 +70,7 @@ def collect_jobs(sweep_dir: Path) -> list[Job]:
     """Every job folder under `sweep_dir` (those holding a `.hydra` folder), in job order."""
     jobs = []
     for folder in sorted(p.parent for p in sweep_dir.rglob(".hydra") if p.is_dir()):
-        path = folder / "metrics.json"
-        record = json.loads(path.read_text()) if path.is_file() else {"status": "missing"}
+        record = read_record(folder) or {"status": "missing"}
         jobs.append(
             Job(
                 folder=folder,

@@ -72,12 +72,17 @@ def default_metrics(jobs: list[Job]) -> list[str]:
     return [name for name in wanted if name in logged]
 
 
+# Group options that switch their control off: the default baseline of an ablation.
+OFF_OPTIONS = ("none", "zero")
+
+
 def summarize(jobs: list[Job], metrics: list[str], baseline: str | None = None) -> list[ConfigRow]:
     """One row per configuration, with differences and Welch p-values against the baseline.
 
     The baseline is the configuration whose label contains `baseline` (default: the one with
-    `regularization=none`, else the first `<group>=none` among the swept keys, as in a dropout or
-    augmentation ablation); without one, no comparison is made.
+    `regularization=none`, else the first swept `<group>=none` or `<group>=zero` — the options
+    that switch a control off, as in a dropout or augmentation ablation); without one, no
+    comparison is made.
     """
     rows: dict[tuple, ConfigRow] = defaultdict(lambda: ConfigRow(key=()))
     for job in jobs:
@@ -98,7 +103,11 @@ def summarize(jobs: list[Job], metrics: list[str], baseline: str | None = None) 
     shown = tuple(k for k in sorted(keys) if len({dict(r.key).get(k) for r in ordered}) > 1)
     for row in ordered:
         row.shown = shown
-    candidates = [baseline] if baseline else ["regularization=none"] + [f"{k}=none" for k in shown]
+    candidates = (
+        [baseline]
+        if baseline
+        else ["regularization=none"] + [f"{k}={off}" for off in OFF_OPTIONS for k in shown]
+    )
     base = next(
         (row for wanted in candidates for row in ordered if wanted in row.label.split(",")), None
     )

@@ -1,0 +1,106 @@
+"""Per-sample batch augmentation ops: a table of small factories, one per op name.
+
+An op is named in the `augmentation` config as a one-key mapping, `{rotation: {degrees: 10}}`;
+`OPS` maps the name to an `Op`: a factory `build(input_shape, **arguments) -> nn.Module` and
+whether the op needs images (C, H, W). The module maps a batch of inputs (N, *input_shape) to a
+batch of the same shape. A factory checks its own arguments (errors keyed by the argument name)
+before building. An op defined in any file joins the table with one call:
+
+    from reglab.augment import OPS, Op
+
+    OPS.register("invert", Op(lambda input_shape, scale=-1.0: Scale(scale)))
+
+The image ops come from kornia (imported when an op is built: it is slow to import).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+import torch
+from torch import nn
+
+from reglab import checks
+from reglab.registry import Registry
+
+Shape = tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Op:
+    """A table entry: `build(input_shape, **arguments)` returns the module; `needs_images`: (C, H, W) only."""
+
+    build: Callable[..., nn.Module]
+    needs_images: bool = False
+
+    def arguments(self, given: Any) -> dict:
+        """`given` (a mapping or null) as the factory's keyword arguments; unknown names refused."""
+        # Bind input_shape so that it is not offered as an argument a config may set.
+        return checks.arguments("", partial(self.build, ()), checks.mapping("", given))
+
+
+OPS: Registry[Op] = Registry("augmentation op")
+
+
+def op(name: str, *, needs_images: bool = False) -> Callable:
+    """Decorator registering a factory `(input_shape, **arguments) -> nn.Module` in OPS under `name`."""
+
+    def decorate(build: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        OPS.register(name, Op(build, needs_images))
+        return build
+
+    return decorate
+
+
+class GaussianNoise(nn.Module):
+    """x + std * N(0, 1), drawn per element: works on any data, images or features."""
+
+    def __init__(self, std: float) -> None:
+        super().__init__()
+        self.std = std
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The noisy batch."""
+        return x + self.std * torch.randn_like(x)
+
+
+@op("flip", needs_images=True)
+def flip(input_shape: Shape, p: float = 0.5) -> nn.Module:
+    """Horizontal flip with probability p (a mirrored digit is another symbol: think first)."""
+    import kornia.augmentation as K
+
+    return K.RandomHorizontalFlip(p=checks.probability("p", p))
+
+
+@op("rotation", needs_images=True)
+def rotation(input_shape: Shape, degrees: float = 10.0) -> nn.Module:
+    """Rotation by an angle uniform in [-degrees, degrees], every sample."""
+    import kornia.augmentation as K
+
+    return K.RandomRotation(degrees=checks.number("degrees", degrees, 0.0, 180.0), p=1.0)
+
+
+@op("crop", needs_images=True)
+def crop(input_shape: Shape, padding: int = 1) -> nn.Module:
+    """Zero-pad by `padding` pixels, then crop back to the input size at a random place."""
+    import kornia.augmentation as K
+
+    padding = checks.integer("padding", padding)
+    return K.RandomCrop(tuple(input_shape[1:]), padding=padding, p=1.0)
+
+
+@op("erasing", needs_images=True)
+def erasing(input_shape: Shape, p: float = 0.5) -> nn.Module:
+    """Erase a random rectangle with probability p (kornia's default scale and ratio)."""
+    import kornia.augmentation as K
+
+    return K.RandomErasing(p=checks.probability("p", p))
+
+
+@op("noise")
+def noise(input_shape: Shape, std: float = 0.1) -> nn.Module:
+    """Additive Gaussian noise of standard deviation `std` (inputs are standardized: std ~ SNR)."""
+    return GaussianNoise(checks.number("std", std, 0.0))

@@ -7,7 +7,7 @@ import hydra
 from omegaconf import DictConfig
 
 from reglab.cli import exit_on_bad_command_line
-from reglab.errors import TrainingDiverged, find_config_error
+from reglab.errors import RunInterrupted, TrainingDiverged, find_config_error
 from reglab.plugins import import_plugins
 from reglab.sweep import register_resolvers
 
@@ -29,6 +29,9 @@ def main(cfg: DictConfig) -> float | None:
     except TrainingDiverged as error:
         print(f"reglab: error: {error}", file=sys.stderr)
         raise SystemExit(1) from None
+    except RunInterrupted as interrupted:
+        print(f"reglab: {interrupted}", file=sys.stderr)
+        raise SystemExit(130) from None
     except Exception as error:
         config_error = find_config_error(error)
         if config_error is None:

@@ -280,6 +280,7 @@ def test_audit_catches_dropout_left_on_in_validation():
 # --- the overfitting fixture: dropout narrows the gap ------------------------------------------------
 
 
+@pytest.mark.slow  # about 20 s or more; CI runs the slow tests
 @pytest.mark.parametrize("seed", [0, 1])
 def test_dropout_narrows_the_train_val_gap_under_label_noise(tmp_path, seed):
     finals = {}

@@ -49,10 +49,8 @@ def _run(experiment: str, cwd: Path) -> tuple[Path, dict[str, dict[str, str]]]:
 @pytest.mark.parametrize("experiment", sorted(EXPERIMENTS))
 def test_experiment_runs_whole_and_reports(tmp_path, experiment):
     sweep, table = _run(experiment, tmp_path)
-    seeds = 15 if experiment == "ablation_penalty" else 5
-    for label, row in table.items():
-        expected = seeds if label == "regularization=none" else 5
-        assert int(row["n_ok"]) == expected, label
+    for label, row in table.items():  # identical runs (none across strengths) count once
+        assert int(row["n_ok"]) == 5, label
     if experiment == "ablation_penalty":
         # λ = 1e-2 on the summed |w| overwhelms the data loss; L2 at the same λ does not.
         none = float(table["regularization=none"]["test/acc mean"])

@@ -137,7 +137,7 @@ def test_a_run_with_the_new_option_zeroes_whole_rows(group_lasso, conf_dir, tmp_
             *_run_args(conf_dir),
             "regularization=group_lasso",
             "regularization.method=proximal",
-            "regularization.strength=0.6",
+            "regularization.strength=0.06",  # threshold: 0.06 · lr/(1 − momentum 0.9)
             # The first layer only: its rows are input features' detectors, some of them dispensable
             # (a whole layer of zero rows would stop the signal and kill every row).
             "regularization.include=[net.block_1.*weight]",

@@ -14,6 +14,7 @@ import torch
 
 from conftest import quiet_trainer, run_train_py
 from reglab.callbacks import WeightPenalty
+from reglab.callbacks.weight_penalty import effective_step
 from reglab.data.base import TensorDataModule
 from reglab.errors import ConfigError
 from reglab.module import RegLabModule
@@ -101,6 +102,59 @@ def _soft_threshold(w: torch.Tensor, threshold: torch.Tensor | float) -> torch.T
 def test_proximal_threshold_with_sgd_is_lr_times_strength(threshold):
     got, plain, _ = _one_proximal_step(torch.optim.SGD, threshold, lr=0.5)
     torch.testing.assert_close(got, _soft_threshold(plain, 0.5 * 0.3), rtol=0, atol=1e-15)
+
+
+MOMENTUM_SETTINGS = [  # SGD settings and the factor momentum multiplies a steady gradient's step by
+    ({"momentum": 0.9}, 10.0),  # 1 / (1 - mu)
+    ({"momentum": 0.9, "dampening": 0.5}, 5.0),  # (1 - d) / (1 - mu)
+    ({"momentum": 0.8, "nesterov": True}, 5.0),  # (1 - mu d) / (1 - mu) with d = 0
+    ({"momentum": 0.5, "dampening": 1.0}, 0.0),  # the buffer never moves
+]
+
+
+@pytest.mark.parametrize(("settings", "factor"), MOMENTUM_SETTINGS)
+def test_effective_step_is_torchs_step_on_a_steady_gradient(settings, factor):
+    # The reference is torch's SGD itself: after many steps on a constant gradient g the step
+    # settles at effective_step * g, so a threshold of effective_step * strength has the lasso
+    # at `strength` as its fixed point.
+    param = torch.zeros(3, dtype=torch.float64, requires_grad=True)
+    optimizer = torch.optim.SGD([param], lr=0.5, **settings)
+    grad = torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64)
+    for _ in range(400):
+        before = param.detach().clone()
+        param.grad = grad.clone()
+        optimizer.step()
+    step = (before - param.detach()) / grad
+    expected = effective_step(optimizer.param_groups[0])
+    assert expected == pytest.approx(0.5 * factor, rel=1e-12)
+    torch.testing.assert_close(step, torch.full_like(step, expected), rtol=1e-9, atol=1e-12)
+
+
+def test_effective_step_formula_for_nesterov_with_dampening_and_without_momentum():
+    nesterov = {"lr": 1.0, "momentum": 0.5, "dampening": 0.5, "nesterov": True}
+    assert effective_step(nesterov) == pytest.approx((1 - 0.25) / 0.5)
+    assert effective_step({"lr": 0.3}) == 0.3  # an optimizer without a momentum setting
+    assert effective_step({"lr": 0.3, "momentum": 0, "dampening": 0.9}) == 0.3
+
+
+@pytest.mark.parametrize("threshold", ["lr", "adaptive"])
+@pytest.mark.parametrize(("settings", "factor"), MOMENTUM_SETTINGS)
+def test_proximal_threshold_with_momentum_is_strength_times_the_effective_step(
+    settings, factor, threshold
+):
+    got, plain, _ = _one_proximal_step(torch.optim.SGD, threshold, lr=0.5, **settings)
+    expected = _soft_threshold(plain, 0.5 * factor * 0.3)
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-15)
+
+
+def test_momentum_of_one_or_more_is_refused_for_the_proximal_method():
+    param = torch.zeros(3, 2, requires_grad=True)
+    trainer = SimpleNamespace(optimizers=[torch.optim.SGD([param], lr=0.1, momentum=1.0)])
+    callback = WeightPenalty(kind="l1", method="proximal")
+    with pytest.raises(ConfigError, match="momentum in \\[0, 1\\)") as error:
+        callback.on_fit_start(trainer, None)
+    assert error.value.key == "method"
+    WeightPenalty(kind="l1").on_fit_start(trainer, None)  # the gradient method has no threshold
 
 
 @pytest.mark.parametrize("optimizer_cls", [torch.optim.Adam, torch.optim.AdamW])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import optuna
+import pytest
 import yaml
 
 from conftest import run_train_py
@@ -23,6 +24,7 @@ ARGS = [
 ]
 
 
+@pytest.mark.slow  # about 20 s or more; CI runs the slow tests
 def test_search_prunes_hopeless_trials_and_continues_the_study(tmp_path):
     first = run_train_py(ARGS, cwd=tmp_path)
     assert first.returncode == 0, first.stderr[-3000:]

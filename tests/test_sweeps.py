@@ -77,6 +77,7 @@ def test_sweep_report_matches_a_recomputation_from_metrics_json(tmp_path):
     assert "test/acc" in (sweep / "report.md").read_text()
 
 
+@pytest.mark.slow  # about 20 s or more; CI runs the slow tests
 def test_failed_job_is_recorded_and_resume_reruns_only_it(tmp_path):
     missing = tmp_path / "later.ckpt"
     args = ["-m", "model=mlp", f"ckpt_path=null,{missing}", "trainer.max_epochs=2", *QUIET]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -19,8 +20,11 @@ def number(
     low_open: bool = False,
     high_open: bool = False,
 ) -> float:
-    """`value` as a float in [low, high]; `low_open` / `high_open` exclude the bounds."""
-    is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    """`value` as a finite float in [low, high]; `low_open` / `high_open` exclude the bounds."""
+    # NaN and infinities are refused too: no comparison catches NaN, and no knob means infinity.
+    is_number = (
+        isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    )
     below = is_number and (value <= low if low_open else value < low)
     above = is_number and (value >= high if high_open else value > high)
     if not is_number or below or above:
@@ -76,3 +80,18 @@ def signature_names(function: Callable) -> list[str]:
     target = function.__init__ if isinstance(function, type) else function
     skip = ("self", "args", "kwargs", "device", "dtype")
     return [name for name in inspect.signature(target).parameters if name not in skip]
+
+
+_FOLDER_NAME = re.compile(r"[\w.-]+")
+
+
+def folder_name(key: str, value: Any) -> str:
+    """A plain folder-name piece (letters, digits, `-`, `_`, `.`; not `.` or `..`): no path escapes."""
+    text = str(value) if isinstance(value, (str, int)) and not isinstance(value, bool) else None
+    if text is None or not _FOLDER_NAME.fullmatch(text) or text in (".", ".."):
+        raise ConfigError(
+            key,
+            f"must be a plain folder name (letters, digits, '-', '_', '.'), got {value!r}: "
+            "it names the run folder under outputs/",
+        )
+    return text

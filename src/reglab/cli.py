@@ -1,8 +1,9 @@
-"""Command-line checks that run before Hydra: an unknown group option or a renamed key gets one line.
+"""Command-line checks that run before Hydra: an unknown group option or key, a renamed key, or a
+`task_name` that would put the run folder outside `outputs/` gets one line.
 
 Group options are looked up in `conf/` and in every folder the command line adds to Hydra's
-search path (`hydra.searchpath=[file:///my/conf]`), so options a user keeps in their own config
-folder are accepted as Hydra accepts them.
+search path (`hydra.searchpath=[file:///my/conf]`, `--config-dir`), so options a user keeps in
+their own config folder are accepted as Hydra accepts them.
 """
 
 from __future__ import annotations
@@ -12,9 +13,24 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from omegaconf import OmegaConf
+
+from reglab import checks
+from reglab.errors import ConfigError
+
 # `group=option`, `+group=option`, `group=a,b` (multirun); not `group.key=value` nor `hydra/...`.
 _GROUP_OVERRIDE = re.compile(r"^\+{0,2}(?P<group>[A-Za-z_][\w/]*)=(?P<value>[^()\[\]{}]*)$")
 _SEARCHPATH = re.compile(r"^\+{0,2}hydra\.searchpath=\[(?P<paths>.*)\]$")
+_CONFIG_DIR_FLAGS = ("--config-dir", "-cd")
+# `+key=...` / `++key...=...`: an append, whose head Hydra adds to the config even if nothing reads it.
+_APPEND = re.compile(r"^\+{1,2}(?P<key>[^=~]+)=")
+_TASK_NAME = re.compile(r"^\+{0,2}task_name=(?P<value>.*)$")
+# Sweep functions whose arguments are the values: `task_name=choice(a,b)`.
+_SWEEP_FUNCTION = re.compile(r"^\w+\((?P<values>.*)\)$")
+# A piece of a folder name: the run folder is outputs/runs/<date>/<time>_${task_name}.
+# Top-level keys read although no config file sets them: `+resume_sweep=<folder>` (sweep resume)
+# and `+reglab.allow_any_target=true` (lifts the `_target_` allow-list).
+APPENDABLE_KEYS = ("resume_sweep", "reglab")
 # Files that hold a group's shared keys (pulled in through `defaults`), not options to pick.
 SHARED_FILES = ("base",)
 # Keys and options renamed in reglab 0.2: old spelling -> new spelling.
@@ -30,7 +46,11 @@ RENAMED = {
 def config_dirs(argv: Sequence[str], conf_dir: Path) -> list[Path]:
     """`conf_dir` and the `file://` folders of a `hydra.searchpath=[...]` override."""
     folders = [conf_dir]
-    for arg in argv:
+    for index, arg in enumerate(argv):
+        flag, _, value = arg.partition("=")
+        if flag in _CONFIG_DIR_FLAGS:
+            value = value or (argv[index + 1] if index + 1 < len(argv) else "")
+            folders.append(Path(value))
         match = _SEARCHPATH.match(arg)
         if match:
             for entry in match["paths"].split(","):
@@ -83,10 +103,70 @@ def unknown_group_options(argv: Sequence[str], conf_dir: Path) -> list[str]:
     return problems
 
 
+def bad_task_names(argv: Sequence[str]) -> list[str]:
+    """One message per `task_name=` value (each value of a sweep) that is not a plain folder name."""
+    problems = []
+    for arg in argv:
+        match = _TASK_NAME.match(arg)
+        if not match:
+            continue
+        value = match["value"]
+        function = _SWEEP_FUNCTION.match(value)
+        for name in (function["values"] if function else value).split(","):
+            try:
+                checks.folder_name("task_name", name.strip().strip("'\""))
+            except ConfigError as error:
+                problems.append(str(error))
+    return problems
+
+
+def known_keys(folders: Sequence[Path]) -> set[str]:
+    """Top-level keys reglab reads: those of the primary configs, the config groups, appendables."""
+    keys = set(APPENDABLE_KEYS)
+    for folder in filter(Path.is_dir, folders):
+        for primary in folder.glob("*.yaml"):
+            keys.update(str(key) for key in OmegaConf.load(primary) if key != "defaults")
+        keys.update(path.name for path in folder.iterdir() if path.is_dir())
+    return keys - {"hydra"}
+
+
+def unknown_keys(argv: Sequence[str], conf_dir: Path) -> list[str]:
+    """One message per `+key=...` whose top-level key no config has and no code reads (a typo).
+
+    Hydra adds such a key to the config and the run goes on without it. Nested appends to a
+    known node (`+optimizer.betas=[0.9,0.99]`) are left to the constructors, which check their
+    own arguments; `+group/sub=option` needs the group folder.
+    """
+    folders = config_dirs(argv, conf_dir)
+    known = known_keys(folders)
+    problems = []
+    for arg in argv:
+        match = _APPEND.match(arg)
+        if not match or match["key"].startswith("hydra"):
+            continue
+        key = match["key"].partition("@")[0]
+        head = key.partition(".")[0]
+        if "/" in head:
+            found = any((folder / head).is_dir() for folder in folders)
+        else:
+            found = head in known
+        if not found:
+            problems.append(
+                f"{head}: no config key or group of that name (a typo?); "
+                f"valid: {', '.join(sorted(known))}"
+            )
+    return problems
+
+
 def exit_on_bad_command_line(conf_dir: Path, argv: Sequence[str] | None = None) -> None:
     """Print each problem as `reglab: error: ...` on stderr and exit 2 if there is any."""
     argv = sys.argv[1:] if argv is None else argv
-    problems = renamed_keys(argv) + unknown_group_options(argv, conf_dir)
+    problems = (
+        renamed_keys(argv)
+        + unknown_group_options(argv, conf_dir)
+        + unknown_keys(argv, conf_dir)
+        + bad_task_names(argv)
+    )
     for problem in problems:
         print(f"reglab: error: {problem}", file=sys.stderr)
     if problems:

@@ -6,8 +6,11 @@ This is the config layer: it knows where each value sits, so its errors name ful
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Iterator
 from typing import Any
 
+from hydra.core.hydra_config import HydraConfig
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
@@ -17,6 +20,8 @@ from rich.tree import Tree
 from reglab import checks
 from reglab.errors import ConfigError
 
+# Config groups whose option is one callback that acts on training (an empty option: nothing).
+CONTROL_GROUPS = ("regularization", "dropout", "batchnorm", "augmentation", "early_stopping")
 MONITOR_MODES = ("auto", "min", "max")
 # Which way a validation metric improves, by the last part of its name (val/acc -> acc).
 IMPROVES_UPWARD = ("acc", "f1", "r2", "mc_acc")
@@ -26,6 +31,11 @@ PRECISIONS = (
     "16-true", "16-mixed", "bf16-true", "bf16-mixed", "32-true", "64-true",
     "16", "32", "64", "bf16", "transformer-engine", "transformer-engine-float16",
 )  # fmt: skip
+# Modules whose classes and functions a config's `_target_` may name, so that a shared config file
+# cannot call `builtins.open` or `os.system`; the config's own `plugins` modules are added, and
+# `+reglab.allow_any_target=true` on the command line lifts the check.
+TARGET_MODULES = ("torch.optim", "lightning", "reglab")
+ALLOW_ANY_TARGET = "reglab.allow_any_target"
 PRINT_ORDER = ("data", "model", "optimizer", "scheduler", "trainer", "callbacks", "logger", "paths")
 
 
@@ -39,6 +49,8 @@ def validate(cfg: DictConfig) -> None:
 
     Also settles `monitor_mode: auto` to the direction the monitored metric improves in.
     """
+    checks.folder_name("task_name", cfg.get("task_name"))
+    check_targets(cfg)
     checks.integer("seed", cfg.get("seed"), minimum=None)
     if not str(cfg.get("monitor", "")).startswith("val/"):
         raise ConfigError(
@@ -55,6 +67,75 @@ def validate(cfg: DictConfig) -> None:
         checks.number("early_stopping.min_delta", stopper.get("min_delta", 0.0), 0.0)
 
 
+def check_targets(cfg: DictConfig) -> None:
+    """Refuse a `_target_` anywhere in the job config outside the allowed modules."""
+    if allow_any_target(cfg):
+        return
+    allowed = target_modules(cfg.get("plugins") or [])
+    for key, target in targets(cfg):
+        if not isinstance(target, str) or not any(
+            target == module or target.startswith(f"{module}.") for module in allowed
+        ):
+            raise ConfigError(
+                key,
+                f"{target!r} is outside the modules a config may call ({', '.join(allowed)}); "
+                f"name your module in plugins, or pass +{ALLOW_ANY_TARGET}=true",
+            )
+
+
+def target_modules(plugins: Any) -> tuple[str, ...]:
+    """TARGET_MODULES and the user's own `plugins` modules (not the standard library's: `os`)."""
+    own = [str(name) for name in plugins if str(name).split(".")[0] not in sys.stdlib_module_names]
+    return (*TARGET_MODULES, *own)
+
+
+def allow_any_target(cfg: DictConfig) -> bool:
+    """Whether `reglab.allow_any_target` is true; in a Hydra run only the command line may set it.
+
+    A config file that sets it would defeat the check it is about.
+    """
+    node = cfg.get("reglab") or {}
+    for key in node:
+        checks.choice(f"reglab.{key}", key, ["allow_any_target"])
+    allowed = node.get("allow_any_target", False)
+    if not isinstance(allowed, bool):
+        raise ConfigError(ALLOW_ANY_TARGET, f"must be true or false, got {allowed!r}")
+    if allowed and HydraConfig.initialized():
+        given = [o.lstrip("+").partition("=")[0] for o in HydraConfig.get().overrides.task]
+        if not {"reglab", ALLOW_ANY_TARGET} & set(given):
+            raise ConfigError(
+                ALLOW_ANY_TARGET, f"only the command line may set it (+{ALLOW_ANY_TARGET}=true)"
+            )
+    return allowed
+
+
+def targets(cfg: DictConfig) -> Iterator[tuple[str, Any]]:
+    """(full key, value) of every `_target_` in the job config (Hydra's own `hydra` node aside)."""
+    raw = OmegaConf.to_container(cfg, resolve=False)  # resolving all of it may need Hydra's run
+    raw.pop("hydra", None)
+    for key, path, target in _raw_targets(raw, "", ""):
+        if isinstance(target, str) and "${" in target:  # an interpolation: what it resolves to
+            target = OmegaConf.select(cfg, path, throw_on_resolution_failure=False)
+        yield key, target
+
+
+def _raw_targets(node: Any, key: str, path: str) -> Iterator[tuple[str, str, Any]]:
+    """(display key `a.b[0]._target_`, select path `a.b.0._target_`, raw value), in file order."""
+    if isinstance(node, dict):
+        children = node.items()
+    elif isinstance(node, list):
+        children = enumerate(node)
+    else:
+        return
+    for name, child in children:
+        child_key = f"{key}[{name}]" if isinstance(name, int) else f"{key}.{name}".lstrip(".")
+        child_path = f"{path}.{name}".lstrip(".")
+        if name == "_target_":
+            yield child_key, child_path, child
+        else:
+            yield from _raw_targets(child, child_key, child_path)
+
+
 def monitor_mode(monitor: str, mode: str) -> str:
     """`min` or `max` for `monitor`: `auto` derives it; a mode against the metric is refused."""
     checks.choice("monitor_mode", mode, MONITOR_MODES)
@@ -62,7 +143,11 @@ def monitor_mode(monitor: str, mode: str) -> str:
     natural = "max" if name in IMPROVES_UPWARD else "min" if name in IMPROVES_DOWNWARD else None
     if mode == "auto":
         if natural is None:
-            raise ConfigError("monitor_mode", f"cannot tell for {monitor!r}: set min or max")
+            raise ConfigError(
+                "monitor",
+                f"{monitor!r} is not a metric reglab logs ({', '.join(IMPROVES_UPWARD + IMPROVES_DOWNWARD)} "
+                "under val/); for a metric of your own set monitor_mode=min or max",
+            )
         return natural
     if natural is not None and mode != natural:
         raise ConfigError(

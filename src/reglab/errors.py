@@ -26,6 +26,14 @@ class ConfigError(ValueError):
         return ConfigError(f"{path}{separator}{self.key}", self.message)
 
 
+class RunInterrupted(BaseException):
+    """SIGINT or SIGTERM stopped training: the run folder keeps its last checkpoint to resume from.
+
+    A BaseException, as KeyboardInterrupt: a sweep stops instead of recording a failed job and
+    going on.
+    """
+
+
 class TrainingDiverged(RuntimeError):
     """The training loss or the monitored metric became NaN or infinite: the run has no result."""
 

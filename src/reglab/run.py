@@ -16,7 +16,6 @@ from typing import Any
 
 import lightning as L
 import torch
-from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning.pytorch.loggers import TensorBoardLogger
@@ -26,15 +25,27 @@ from omegaconf import DictConfig, OmegaConf
 import reglab
 from reglab import checks, log
 from reglab.callbacks import Control, EpochHistory
-from reglab.config import plain, print_config, validate
-from reglab.errors import ConfigError, TrainingDiverged, find_config_error, first_line
+from reglab.config import CONTROL_GROUPS, plain, print_config, validate
+from reglab.errors import (
+    ConfigError,
+    RunInterrupted,
+    TrainingDiverged,
+    find_config_error,
+    first_line,
+)
 from reglab.module import RegLabModule
 from reglab.optim import build_optimizer, build_scheduler, check_optimizer, check_scheduler
+from reglab.plugins import import_plugins
 from reglab.records import read_record, write_record
-from reglab.sweep import in_multirun, share_cores_between_parallel_jobs, write_failure
+from reglab.sweep import (
+    in_multirun,
+    job_overrides,
+    share_cores_between_parallel_jobs,
+    write_failure,
+    write_status,
+)
 
-# Config groups whose option is one callback that acts on training (an empty option: nothing).
-CONTROL_GROUPS = ("regularization", "dropout", "batchnorm", "augmentation", "early_stopping")
+LAST_CHECKPOINT = "last.ckpt"  # written by conf/callbacks/default.yaml's last_checkpoint
 
 
 def train(cfg: DictConfig) -> float | None:
@@ -51,6 +62,9 @@ def train(cfg: DictConfig) -> float | None:
     if cfg.get("resume_sweep") and previous and previous["status"] == "ok":
         log.info(f"reglab: skipping {output_dir.name}: already ok")
         return previous.get("objective")
+    if previous:  # a failed or interrupted attempt: start clean, not beside its checkpoints
+        for leftover in ("checkpoints", "tensorboard", "csv"):
+            shutil.rmtree(output_dir / leftover, ignore_errors=True)
     try:
         return run_one(cfg)
     except Exception as error:  # noqa: BLE001 - any job failure is recorded, the sweep goes on
@@ -63,6 +77,7 @@ def run_one(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) ->
     """One run: validate, build, fit, test on the best checkpoint, write metrics.json."""
     started = time.perf_counter()
     log.route_lightning_logs()
+    import_plugins(cfg.get("plugins") or [])  # also for runs not started by train.py
     validate(cfg)
     if cfg.get("print_config", True):
         print_config(cfg)
@@ -141,8 +156,16 @@ def fit_and_test(
     datamodule: L.LightningDataModule,
     history: EpochHistory,
 ) -> dict[str, Any]:
-    """Fit (resuming from `ckpt_path` if set), then test the best checkpoint."""
-    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    """Fit (resuming from `ckpt_path` if set), then test the best checkpoint.
+
+    SIGINT or SIGTERM during fit records the run as interrupted and raises RunInterrupted.
+    """
+    try:
+        trainer.fit(model, datamodule=datamodule, ckpt_path=resume_checkpoint(cfg))
+    except SystemExit:  # Lightning's answer to SIGINT (exit 1) and SIGTERM (exit 0)
+        if not trainer.interrupted:
+            raise
+        _record_interruption(cfg, trainer)
     # Read fit results now: testing on a checkpoint restores callback states (history, stopper).
     frozen = history.frozen()
     _raise_if_diverged(frozen.epochs, ("train/loss", cfg.monitor))
@@ -157,6 +180,32 @@ def fit_and_test(
         model, datamodule=datamodule, ckpt_path=fit["best_checkpoint"] or None, verbose=False
     )
     return {**fit, "test": test[0] if test else {}}
+
+
+def resume_checkpoint(cfg: DictConfig) -> str | None:
+    """`ckpt_path` as a file: a run folder means its checkpoints/last.ckpt."""
+    given = cfg.get("ckpt_path")
+    if not given:
+        return None
+    path = Path(str(given)).expanduser()
+    if path.is_dir():
+        path = path / "checkpoints" / LAST_CHECKPOINT
+    if not path.is_file():
+        raise ConfigError("ckpt_path", f"no checkpoint at {str(path)!r}")
+    return str(path)
+
+
+def _record_interruption(cfg: DictConfig, trainer: L.Trainer) -> None:
+    """metrics.json says `interrupted` (a sweep resume reruns the job); raise RunInterrupted."""
+    output_dir = Path(cfg.paths.output_dir)
+    last = output_dir / "checkpoints" / LAST_CHECKPOINT
+    epoch = trainer.current_epoch
+    message = f"interrupted at epoch {epoch}"
+    if trainer.is_global_zero:
+        checkpoint = str(last) if last.is_file() else None
+        write_status(output_dir, cfg, "interrupted", error=message, last_checkpoint=checkpoint)
+    resume = f"; resume with ckpt_path={output_dir}" if last.is_file() else ""
+    raise RunInterrupted(message + resume)
 
 
 @contextmanager
@@ -235,7 +284,7 @@ def summarize(cfg: DictConfig, fit: dict[str, Any], started: float) -> dict[str,
         "status": "ok",
         "task_name": cfg.task_name,
         "tags": list(cfg.get("tags") or []),
-        "overrides": list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else [],
+        "overrides": job_overrides(),
         "seed": cfg.seed,
         "monitor": cfg.monitor,
         "monitor_mode": cfg.monitor_mode,

@@ -7,11 +7,25 @@ same study; any RDB URL (`hparams_search.storage=postgresql://...`) lets workers
 machines share one study. Each trial is a full reglab run (its own folder and metrics.json) that
 reports the monitored validation metric every epoch; the pruner stops hopeless trials, which are
 recorded as pruned, not failed. The best parameters and value go to `best.yaml`.
+
+Before the first trial the search space, `optimized_metric` and one trial's config (the space's
+first values) are checked, so a bad value fails once with one line instead of once per trial.
+A study keeps the fixed part of its config (all but the searched keys, paths and seed): a later
+command with another fixed config is refused, as its trials would be ranked against runs of a
+different experiment. Continuing a study seeds the sampler with `seed` plus the number of trials
+already in it, so the new trials do not re-propose the first ones. Trials left RUNNING by a killed
+worker are marked failed when a worker starts (and by Optuna's heartbeat while trials run).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import hashlib
+import json
+import os
+import socket
+import sys
+import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,21 +33,41 @@ import lightning as L
 import yaml
 from hydra import compose
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from typing_extensions import override
 
-from reglab import log
+from reglab import checks, log
+from reglab.callbacks import Control
+from reglab.config import validate
 from reglab.errors import ConfigError, first_line
 from reglab.records import write_record
 from reglab.registry import Registry
-from reglab.run import config_path, run_one
-from reglab.sweep import in_multirun, write_search_pointer
+from reglab.run import build_controls, build_data_and_model, config_path, run_one
+from reglab.sweep import in_multirun, write_failure, write_search_pointer
 
 # Each table maps a config value to what builds it: a new sampler, pruner or parameter type is
 # one registered function.
 SAMPLERS: Registry[Callable[..., Any]] = Registry("sampler")
 PRUNERS: Registry[Callable[..., Any]] = Registry("pruner")
 PARAM_TYPES: Registry[Callable[..., Any]] = Registry("parameter type")
+
+DIRECTIONS = ("minimize", "maximize")
+# Study user attributes: the fixed config the study's trials ran with, and its digest.
+FIXED_CONFIG_ATTR = "reglab_fixed_config"
+FIXED_DIGEST_ATTR = "reglab_fixed_config_digest"
+# Trial user attribute: the host and process running the trial (to spot a killed worker's trials).
+WORKER_ATTR = "reglab_worker"
+# Keys that change what a run prints or keeps, not its result: left out of the fixed config.
+OUTPUT_ONLY_KEYS = (
+    "hparams_search",
+    "paths",
+    "print_config",
+    "tags",
+    "logger",
+    "keep_outputs",
+    "trainer.enable_progress_bar",
+    "trainer.enable_model_summary",
+)
 
 
 @SAMPLERS.register("tpe")
@@ -76,22 +110,56 @@ def no_pruner(max_epochs: int) -> Any:
     return optuna.pruners.NopPruner()
 
 
+# A parameter type checks its own fields (ConfigError keyed by the field: `low`, `choices`) and
+# asks the trial for a value; `suggest` adds `hparams_search.params.<key>` to the key.
 @PARAM_TYPES.register("float")
 def suggest_float(trial: Any, name: str, spec: DictConfig) -> float:
     """A float in [low, high], log-uniform with `log: true`."""
-    return trial.suggest_float(name, spec.low, spec.high, log=spec.get("log", False))
+    low, high, log_scale = _bounds(spec, checks.number)
+    return trial.suggest_float(name, low, high, log=log_scale)
 
 
 @PARAM_TYPES.register("int")
 def suggest_int(trial: Any, name: str, spec: DictConfig) -> int:
     """An integer in [low, high], log-uniform with `log: true`."""
-    return trial.suggest_int(name, spec.low, spec.high, log=spec.get("log", False))
+    low, high, log_scale = _bounds(spec, lambda key, value: checks.integer(key, value, None))
+    return trial.suggest_int(name, low, high, log=log_scale)
 
 
 @PARAM_TYPES.register("categorical")
 def suggest_categorical(trial: Any, name: str, spec: DictConfig) -> Any:
     """One of `choices`."""
-    return trial.suggest_categorical(name, list(spec.choices))
+    _known_fields(spec, ("type", "choices"))
+    choices = spec.get("choices")
+    if not isinstance(choices, (list, ListConfig)) or not choices:
+        raise ConfigError("choices", f"must be a non-empty list, got {choices!r}")
+    for i, choice in enumerate(choices):
+        # Optuna stores choices as they are: only scalars compare and persist reliably.
+        if choice is not None and not isinstance(choice, (bool, int, float, str)):
+            raise ConfigError(
+                f"choices[{i}]", f"must be a number, string, bool or null: {choice!r}"
+            )
+    return trial.suggest_categorical(name, list(choices))
+
+
+def _bounds(spec: DictConfig, number: Callable[[str, Any], Any]) -> tuple[Any, Any, bool]:
+    """`low`, `high` and `log` of a range, checked as Optuna would only check them mid-study."""
+    _known_fields(spec, ("type", "low", "high", "log"))
+    high = number("high", spec.get("high"))
+    low = number("low", spec.get("low"))
+    if low > high:
+        raise ConfigError("low", f"must be <= high ({high!r}), got {low!r}")
+    log_scale = spec.get("log", False)
+    if not isinstance(log_scale, bool):
+        raise ConfigError("log", f"must be true or false, got {log_scale!r}")
+    if log_scale and low <= 0:
+        raise ConfigError("low", f"must be > 0 with log: true, got {low!r}")
+    return low, high, log_scale
+
+
+def _known_fields(spec: DictConfig, valid: tuple[str, ...]) -> None:
+    for field in spec:
+        checks.choice(str(field), field, valid)
 
 
 class OptunaPruning(L.Callback):
@@ -112,16 +180,245 @@ class OptunaPruning(L.Callback):
             raise optuna.TrialPruned(f"pruned at epoch {epoch}")
 
 
+class FirstValues:
+    """A stand-in trial answering every suggestion with its first value (`low`, first choice).
+
+    Drawing from it runs every parameter type's checks without a study, and gives one concrete
+    trial config to check before the first real trial.
+    """
+
+    def suggest_float(self, name: str, low: float, high: float, **options: Any) -> float:
+        """`low`."""
+        return low
+
+    def suggest_int(self, name: str, low: int, high: int, **options: Any) -> int:
+        """`low`."""
+        return low
+
+    def suggest_categorical(self, name: str, choices: list[Any]) -> Any:
+        """The first choice."""
+        return choices[0]
+
+
 def suggest(trial: Any, params: DictConfig) -> dict[str, Any]:
     """Draw one value per parameter of the search space: {override key: value}."""
-    return {
-        key: PARAM_TYPES.get(spec.get("type"), f"params.{key}.type")(trial, key, spec)
-        for key, spec in params.items()
-    }
+    values = {}
+    for key, spec in params.items():
+        with config_path(f"params.{key}"):
+            checks.mapping("", spec)
+            values[key] = PARAM_TYPES.get(spec.get("type"), "type")(trial, key, spec)
+    return values
+
+
+def check_search(cfg: DictConfig) -> dict[str, Any]:
+    """Check the `hparams_search` node and its space; return the space's first values."""
+    spec = cfg.hparams_search
+    with config_path("hparams_search"):
+        SAMPLERS.get(spec.get("sampler", "tpe"), "sampler")
+        PRUNERS.get(spec.get("pruner", "median"), "pruner")
+        checks.choice("direction", spec.get("direction"), DIRECTIONS)
+        checks.integer("n_trials", spec.get("n_trials"), 1)
+        checks.integer("heartbeat_interval", spec.get("heartbeat_interval", 60), 1)
+        if spec.get("grace_period") is not None:
+            checks.integer("grace_period", spec.grace_period, 1)
+        if not isinstance(spec.get("study_name"), str) or not spec.study_name:
+            raise ConfigError(
+                "study_name", f"must be a non-empty name, got {spec.get('study_name')!r}"
+            )
+        if not checks.mapping("params", spec.get("params")):
+            raise ConfigError("params", "is empty: name at least one config key to search")
+        missing = object()
+        for key in spec.params:
+            if OmegaConf.select(cfg, str(key), default=missing) is missing:
+                raise ConfigError(
+                    f"params.{key}",
+                    f"{key!r} is not a key of the config (a typo, or a group option without it)",
+                )
+        return suggest(FirstValues(), spec.params)
+
+
+def check_trial_config(cfg: DictConfig, values: dict[str, Any], folder: Path) -> None:
+    """Compose one trial's config and check it as a run would, before any trial trains.
+
+    Also checks that `optimized_metric` names a metric this task logs: otherwise every trial
+    would train and only then fail to find it.
+    """
+    trial_cfg = trial_config(values, folder)
+    validate(trial_cfg)
+    _, model = build_data_and_model(trial_cfg)
+    controls = build_controls(trial_cfg, model)
+    check_optimized_metric(trial_cfg.get("optimized_metric"), model, list(controls.values()))
+
+
+def check_optimized_metric(name: Any, model: Any, controls: list[Any]) -> str:
+    """`best/` or `final/` + a val/ or train/ metric, or `test/` + a metric, of those logged."""
+    val, train, test = (_logged(stage, model, controls) for stage in ("val", "train", "test"))
+    valid = [*(f"{at}/{metric}" for at in ("best", "final") for metric in val + train), *test]
+    if name is None:
+        raise ConfigError(
+            "optimized_metric", f"a search needs one to optimize; valid: {', '.join(valid)}"
+        )
+    return checks.choice("optimized_metric", name, valid)
+
+
+def _logged(stage: str, model: Any, controls: list[Any]) -> list[str]:
+    # Controls that log metrics of their own (MC dropout's val/mc_acc) may list them.
+    names = list(model.metric_names(stage))
+    for control in controls:
+        if isinstance(control, Control):
+            names += control.metric_names(stage)
+    return names
+
+
+def trial_config(values: dict[str, Any], trial_dir: Path) -> DictConfig:
+    """The config of the command with the trial's values, writing into `trial_dir`."""
+    return compose("train", overrides=[*trial_overrides(values), f"paths.output_dir={trial_dir}"])
+
+
+def trial_overrides(values: dict[str, Any]) -> list[str]:
+    """The command's overrides followed by the trial's values (the trial's .hydra/overrides.yaml)."""
+    base = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+    return [*base, *(f"{k}={v}" for k, v in values.items())]
+
+
+def fixed_config(cfg: DictConfig) -> dict[str, Any]:
+    """The resolved config without the searched keys, the seed and output-only keys.
+
+    Trials of one study differ only in the searched keys; their seed may vary between commands.
+    """
+    neutral = cfg.copy()
+    neutral.seed = "<seed>"  # before resolving: data.shuffle_seed follows it
+    for key in neutral.get("paths", {}):
+        neutral.paths[key] = f"<{key}>"
+    plain_config = OmegaConf.to_container(neutral, resolve=True)
+    for key in [*OUTPUT_ONLY_KEYS, *cfg.hparams_search.params]:
+        _drop(plain_config, str(key).split("."))
+    return json.loads(json.dumps(plain_config, default=str))  # as a study attribute stores it
+
+
+def _drop(node: dict[str, Any], path: list[str]) -> None:
+    while len(path) > 1 and isinstance(node.get(path[0]), dict):
+        node, path = node[path[0]], path[1:]
+    if len(path) == 1 and isinstance(node, dict):
+        node.pop(path[0], None)
+
+
+def digest(config: dict[str, Any]) -> str:
+    """SHA-256 of a plain config, independent of key order."""
+    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def check_same_experiment(study: Any, cfg: DictConfig) -> None:
+    """Refuse a command whose fixed config differs from the study's; a new study records it."""
+    spec = cfg.hparams_search
+    if study.direction.name.lower() != spec.direction:
+        raise ConfigError(
+            "hparams_search.direction",
+            f"study {study.study_name!r} was created to {study.direction.name.lower()}, got "
+            f"{spec.direction!r}; use another hparams_search.study_name",
+        )
+    fixed = fixed_config(cfg)
+    stored = study.user_attrs.get(FIXED_DIGEST_ATTR)
+    if stored is None:  # a new study (or one from before this check) takes this config
+        study.set_user_attr(FIXED_CONFIG_ATTR, fixed)
+        study.set_user_attr(FIXED_DIGEST_ATTR, digest(fixed))
+        return
+    if stored == digest(fixed):
+        return
+    changed = _differences(study.user_attrs.get(FIXED_CONFIG_ATTR) or {}, fixed)
+    raise ConfigError(
+        "hparams_search.study_name",
+        f"study {study.study_name!r} ran its trials with another fixed config"
+        + (f" ({'; '.join(changed)})" if changed else "")
+        + ": its trials would be ranked with these; use another study_name "
+        "(or the study's config)",
+    )
+
+
+def _differences(old: dict[str, Any], new: dict[str, Any], limit: int = 3) -> list[str]:
+    before, after = dict(_flat(old)), dict(_flat(new))
+    keys = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
+    shown = [
+        f"{k}: {before.get(k, '<absent>')} -> {after.get(k, '<absent>')}" for k in keys[:limit]
+    ]
+    return shown + ([f"{len(keys) - limit} more"] if len(keys) > limit else [])
+
+
+def _flat(node: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
+    if isinstance(node, dict) and node:
+        for key, value in node.items():
+            yield from _flat(value, f"{prefix}{key}.")
+    else:
+        yield prefix.rstrip("."), node
+
+
+def open_storage(spec: DictConfig, folder: Path) -> Any:
+    """The study's storage with Optuna's heartbeat: a dead worker's trial is found stale."""
+    import optuna
+
+    url = spec.get("storage") or f"sqlite:///{folder.resolve() / 'study.db'}"
+    interval, grace = spec.get("heartbeat_interval", 60), spec.get("grace_period")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.storages.RDBStorage(url, heartbeat_interval=interval, grace_period=grace)
+    except Exception as error:  # noqa: BLE001 - SQLAlchemy's many kinds of a bad URL
+        raise ConfigError("hparams_search.storage", first_line(error)) from None
+
+
+def fail_stale_trials(study: Any, local: bool) -> list[int]:
+    """Mark failed the RUNNING trials no worker runs any more; return their numbers.
+
+    Stale are: trials whose heartbeat is older than the grace period (any storage, Optuna's
+    rule); trials started on this host by a process that is gone; and, with the default local
+    storage, trials of an unknown worker (no heartbeat, no worker attribute).
+    """
+    import optuna
+
+    running = [optuna.trial.TrialState.RUNNING]
+    before = {t.number for t in study.get_trials(deepcopy=False, states=running)}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
+    for trial in study.get_trials(deepcopy=False, states=running):
+        if _orphaned(trial, local):
+            study.tell(trial.number, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
+    failed = study.get_trials(deepcopy=False, states=[optuna.trial.TrialState.FAIL])
+    return sorted(t.number for t in failed if t.number in before)
+
+
+def _orphaned(trial: Any, local: bool) -> bool:
+    worker = trial.user_attrs.get(WORKER_ATTR)
+    if not isinstance(worker, dict):
+        return local
+    if worker.get("host") != socket.gethostname():
+        return False  # another machine: only its heartbeat tells
+    try:
+        os.kill(int(worker.get("pid", 0)), 0)  # signal 0 only asks whether the process exists
+    except ProcessLookupError:
+        return True
+    except (OSError, TypeError, ValueError, OverflowError):
+        return False  # alive under another user, or an odd attribute: the heartbeat decides
+    return False
+
+
+def _mark_stale_records(study: Any, numbers: list[int], folder: Path) -> None:
+    if not numbers:
+        return
+    log.info(f"reglab search: marked stale running trials {numbers} failed (their worker stopped)")
+    for trial in study.get_trials(deepcopy=False):
+        trial_dir = folder / f"trial_{trial.number:04d}"
+        if trial.number in numbers and trial_dir.is_dir():
+            error = "stale: its worker stopped while it was running"
+            write_record(trial_dir, {"status": "failed", "error": error, "params": trial.params})
 
 
 def run_search(cfg: DictConfig) -> float | None:
-    """Run `hparams_search.n_trials` more trials of the study; write best.yaml; return best value."""
+    """Run `hparams_search.n_trials` more trials of the study; write best.yaml; return best value.
+
+    Exits 1 (a multirun job: records the job failed) when the study has no completed trial, or
+    when every trial this command ran failed.
+    """
     try:
         import optuna
     except ImportError as missing:
@@ -130,31 +427,34 @@ def run_search(cfg: DictConfig) -> float | None:
         ) from missing
 
     spec = cfg.hparams_search
-    with config_path("hparams_search"):
-        sampler = SAMPLERS.get(spec.get("sampler", "tpe"), "sampler")(cfg.seed)
-        pruner = PRUNERS.get(spec.get("pruner", "median"), "pruner")(cfg.trainer.max_epochs)
-        for key, param in spec.params.items():
-            PARAM_TYPES.get(param.get("type"), f"params.{key}.type")
     folder = Path(spec.folder)
+    check_trial_config(cfg, check_search(cfg), folder)
     folder.mkdir(parents=True, exist_ok=True)
-    storage = spec.get("storage") or f"sqlite:///{folder.resolve() / 'study.db'}"
+    with config_path("hparams_search"):
+        pruner = PRUNERS.get(spec.get("pruner", "median"), "pruner")(cfg.trainer.max_epochs)
     study = optuna.create_study(
         study_name=spec.study_name,
-        storage=storage,
+        storage=open_storage(spec, folder),
         direction=spec.direction,
-        sampler=sampler,
         pruner=pruner,
         load_if_exists=True,
     )
-    base = [o for o in HydraConfig.get().overrides.task] if HydraConfig.initialized() else []
+    check_same_experiment(study, cfg)
+    _mark_stale_records(study, fail_stale_trials(study, local=not spec.get("storage")), folder)
+    # Seeded by the trials already there: a continued study draws new parameters.
+    sampler_seed = (cfg.seed + len(study.trials)) % 2**32
+    with config_path("hparams_search"):
+        study.sampler = SAMPLERS.get(spec.get("sampler", "tpe"), "sampler")(sampler_seed)
+    ran: list[int] = []  # this command's trials (other workers may add theirs meanwhile)
 
     def objective(trial: optuna.Trial) -> float:
+        ran.append(trial.number)
+        trial.set_user_attr(WORKER_ATTR, {"host": socket.gethostname(), "pid": os.getpid()})
         values = suggest(trial, spec.params)
         trial_dir = folder / f"trial_{trial.number:04d}"
-        overrides = [*base, *(f"{k}={v}" for k, v in values.items())]
-        trial_cfg = compose("train", overrides=[*overrides, f"paths.output_dir={trial_dir}"])
-        _write_hydra_overrides(trial_dir, overrides)
+        _write_hydra_overrides(trial_dir, trial_overrides(values))
         try:
+            trial_cfg = trial_config(values, trial_dir)
             value = run_one(trial_cfg, extra_callbacks=[OptunaPruning(trial, trial_cfg.monitor)])
         except optuna.TrialPruned as pruned:
             _record(trial_dir, "pruned", pruned, values)
@@ -168,9 +468,28 @@ def run_search(cfg: DictConfig) -> float | None:
 
     study.optimize(objective, n_trials=spec.n_trials, catch=(Exception,), gc_after_trial=True)
     best = _write_best(study, folder)
+    problem = _problem(study, ran, best)
     if in_multirun():  # the -m job records where the study's trials and best.yaml are
+        if problem:  # the sweep summary counts the job failed and exits 1
+            write_failure(Path(cfg.paths.output_dir), cfg, RuntimeError(problem))
+            return None
         write_search_pointer(Path(cfg.paths.output_dir), cfg, best)
+    elif problem:
+        print(f"reglab: error: {problem}", file=sys.stderr)
+        raise SystemExit(1)
     return best
+
+
+def _problem(study: Any, ran: list[int], best: float | None) -> str | None:
+    """Why this command failed as a search, or None."""
+    import optuna
+
+    new = [t for t in study.trials if t.number in ran]
+    if best is None:
+        return "no trial of the study completed; each trial's metrics.json says why"
+    if new and all(t.state == optuna.trial.TrialState.FAIL for t in new):
+        return f"all {len(new)} trials of this command failed; each trial's metrics.json says why"
+    return None
 
 
 def _write_hydra_overrides(trial_dir: Path, overrides: list[str]) -> None:
@@ -184,6 +503,7 @@ def _record(trial_dir: Path, status: str, error: BaseException, values: dict[str
 
 
 def _write_best(study: Any, folder: Path) -> float | None:
+    """best.yaml for a study with a completed trial (a stale one is removed otherwise)."""
     import optuna
 
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
@@ -192,6 +512,7 @@ def _write_best(study: Any, folder: Path) -> float | None:
         counts[trial.state.name.lower()] += 1
     summary = ", ".join(f"{n} {state}" for state, n in counts.items() if n)
     if not complete:
+        (folder / "best.yaml").unlink(missing_ok=True)
         log.info(f"reglab search: no trial completed ({summary}); study in {folder}")
         return None
     best = study.best_trial

@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
@@ -59,38 +58,39 @@ def share_cores_between_parallel_jobs() -> None:
     launcher = HydraConfig.get().launcher
     n_jobs = launcher.get("n_jobs") if "joblib" in str(launcher.get("_target_", "")) else None
     if n_jobs:
+        import torch  # here: train.py imports this module, and --help should not wait for torch
+
         cores = os.cpu_count() or 1
         parallel = cores if n_jobs < 0 else min(n_jobs, cores)
         torch.set_num_threads(max(1, cores // parallel))
 
 
-def _overrides() -> list[str]:
+def job_overrides() -> list[str]:
+    """The command line's overrides of this run or sweep job (empty outside Hydra)."""
     return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+
+
+def write_status(output_dir: Path, cfg: DictConfig, status: str, **details: Any) -> None:
+    """A metrics.json for a run without results: failed, interrupted, or a search's pointer."""
+    record = {
+        "status": status,
+        **details,
+        "task_name": cfg.get("task_name"),
+        "seed": cfg.get("seed"),
+        "overrides": job_overrides(),
+    }
+    write_record(output_dir, record)
 
 
 def write_failure(output_dir: Path, cfg: DictConfig, error: BaseException) -> None:
     """Record a failed job where its metrics.json would be."""
-    record = {
-        "status": "failed",
-        "error": first_line(error),
-        "task_name": cfg.get("task_name"),
-        "seed": cfg.get("seed"),
-        "overrides": _overrides(),
-    }
-    write_record(output_dir, record)
+    write_status(output_dir, cfg, "failed", error=first_line(error))
 
 
 def write_search_pointer(output_dir: Path, cfg: DictConfig, best: float | None) -> None:
     """A search started with -m: its job records where the study's trials and best.yaml are."""
-    record = {
-        "status": "ok",
-        "search_folder": str(Path(cfg.hparams_search.folder).resolve()),
-        "objective": best,
-        "task_name": cfg.get("task_name"),
-        "seed": cfg.get("seed"),
-        "overrides": _overrides(),
-    }
-    write_record(output_dir, record)
+    folder = str(Path(cfg.hparams_search.folder).resolve())
+    write_status(output_dir, cfg, "ok", search_folder=folder, objective=best)
 
 
 class SweepSummary(Callback):

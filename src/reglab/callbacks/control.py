@@ -19,6 +19,10 @@ class Control(L.Callback):
     def check(self, pl_module: L.LightningModule) -> None:
         """Raise ConfigError if this control cannot act on `pl_module` (default: it can)."""
 
+    def metric_names(self, stage: str) -> list[str]:
+        """The metrics this control logs for `stage` (`val/mc_acc`, ...), beyond the module's."""
+        return []
+
     @override
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         self.check(pl_module)

@@ -48,6 +48,12 @@ class MCDropout(Control):
         if getattr(pl_module, "task", "classification") != "classification":
             raise ConfigError("", "MC dropout metrics are defined for classification")
 
+    @override
+    def metric_names(self, stage: str) -> list[str]:
+        if stage not in self.stages:
+            return []
+        return [f"{stage}/mc_{name}" for name in ("acc", "loss", "entropy", "spread")]
+
     def _stage(self, trainer: L.Trainer) -> str | None:
         """'val' or 'test' when MC metrics are wanted for the running stage, else None."""
         stage = STAGE_PREFIX.get(trainer.state.stage)

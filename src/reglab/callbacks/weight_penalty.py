@@ -7,16 +7,26 @@ register), chosen by `kind`; the callback knows no kind by name, and the node's 
 unscaling and the DDP all-reduce, once per optimizer step whatever `accumulate_grad_batches` is,
 and before gradient clipping. That equals adding strength * R(w) to the loss through autograd.
 `method: proximal` (for kinds with a non-smooth part, such as L1) applies that part after each
-optimizer step as its proximal step with threshold lr * strength (soft-thresholding for L1, so
-weights reach exact zeros); the smooth part stays a gradient.
-With an Adam-type optimizer, `proximal_threshold: adaptive` (the default) makes the threshold
-per coordinate, lr * strength / (sqrt(v_hat) + eps): the proximal step in Adam's own metric
-(as in ProxGen, Yun et al. 2021). Without it Adam's normalized steps, about lr per weight,
-swamp the threshold and hardly any weight reaches zero. For SGD both settings are lr * strength.
+optimizer step as its proximal step (soft-thresholding for L1, so weights reach exact zeros);
+the smooth part stays a gradient. The threshold is strength times the optimizer's effective
+step, the step it takes on a steady gradient g once its momentum has settled, so that the fixed
+point of "optimizer step, then proximal step" is the optimum of loss + strength * R at the
+configured strength:
+- SGD with momentum mu and dampening d: the buffer settles at (1 - d) g / (1 - mu), so the
+  effective step is lr * (1 - d) / (1 - mu); with `nesterov` (step g + mu * buffer) it is
+  lr * (1 - mu * d) / (1 - mu), which is lr / (1 - mu) for the d = 0 torch requires. Plain SGD
+  (momentum 0, or an optimizer without a `momentum` setting) steps lr. A threshold of
+  lr * strength alone would reach the optimum at strength * (1 - mu) / (1 - d) instead.
+- Adam-type optimizers: the bias-corrected first moment m_hat settles at g itself (beta1 needs no
+  factor), so the step is lr / (sqrt(v_hat) + eps) per coordinate. `proximal_threshold: adaptive`
+  (the default) uses that per-coordinate threshold, lr * strength / (sqrt(v_hat) + eps): the
+  proximal step in Adam's own metric (as in ProxGen, Yun et al. 2021). With
+  `proximal_threshold: lr` the threshold is lr * strength, and Adam's normalized steps, about lr
+  per weight, swamp it so hardly any weight reaches zero. For SGD both settings are the same.
 The strength can ramp linearly from 0 over `warmup_epochs`; the factor is derived from the epoch
 number, so the callback holds no state across epochs and a resumed run needs no state_dict.
-Each epoch it logs the penalty, the data loss, their sum, the L1/L2 norms of the penalized
-weights and their fraction of (near) zeros.
+Each epoch it logs the strength (the configured one, not the threshold), the penalty, the data
+loss, their sum, the L1/L2 norms of the penalized weights and their fraction of (near) zeros.
 """
 
 from __future__ import annotations
@@ -99,6 +109,9 @@ class WeightPenalty(Control):
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.method != "proximal":
             return
+        for optimizer in trainer.optimizers:
+            for settings in optimizer.param_groups:
+                effective_step(settings)  # refuses momentum >= 1 before training
         adaptive_optimizers = [o for o in trainer.optimizers if _second_moment_state(o)]
         if self.proximal_threshold == "lr" and adaptive_optimizers:
             log.warning(
@@ -142,27 +155,30 @@ class WeightPenalty(Control):
     def after_optimizer_step(
         self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any
     ) -> None:
-        """The proximal step of the penalty's non-smooth part (an optimizer step post-hook)."""
+        """The proximal step of the penalty's non-smooth part (an optimizer step post-hook).
+
+        Its threshold is strength times the optimizer's effective step (see the module docstring).
+        """
         settings = {id(p): g for g in optimizer.param_groups for p in g["params"]}
         adaptive = self.proximal_threshold == "adaptive"
         for group in self.groups:
             strength = group.strength * self._scale
             if strength <= 0:  # strength 0, or the warm-up's first epoch
                 continue
-            by_lr: dict[float, list[torch.Tensor]] = {}
+            by_step: dict[float, list[torch.Tensor]] = {}
             per_weight: tuple[list[torch.Tensor], list[torch.Tensor]] = ([], [])
             for param in group.params:
                 if id(param) not in settings:
                     continue
-                lr = float(settings[id(param)]["lr"])
+                step = effective_step(settings[id(param)])
                 scale = _adam_scale(optimizer, param, settings[id(param)]) if adaptive else None
                 if scale is None:
-                    by_lr.setdefault(lr, []).append(param)
+                    by_step.setdefault(step, []).append(param)
                 else:
                     per_weight[0].append(param)
-                    per_weight[1].append(scale.mul_(lr * strength))
-            for lr, params in by_lr.items():
-                self.penalty.proximal_step(params, lr * strength)
+                    per_weight[1].append(scale.mul_(step * strength))
+            for step, params in by_step.items():
+                self.penalty.proximal_step(params, step * strength)
             if per_weight[0]:  # one foreach pass over every Adam-scaled parameter
                 self.penalty.proximal_step(*per_weight)
 
@@ -194,6 +210,29 @@ class WeightPenalty(Control):
             stats["reg/data_loss"] = data_loss
             stats["reg/objective"] = data_loss + penalty
         pl_module.log_dict(stats, on_step=False, on_epoch=True, sync_dist=False)
+
+
+def effective_step(settings: dict[str, Any]) -> float:
+    """The step an optimizer's parameter group takes on a steady gradient, per unit gradient.
+
+    lr * (1 - d) / (1 - mu) for heavy-ball momentum mu with dampening d, lr * (1 - mu d) / (1 - mu)
+    with Nesterov: the momentum buffer settles at (1 - d) g / (1 - mu). Plain lr without momentum.
+    Adam's bias-corrected first moment settles at g, so Adam's per-coordinate scaling
+    (`_adam_scale`) is the only other factor.
+    """
+    lr = float(settings["lr"])
+    momentum = float(settings.get("momentum") or 0.0)
+    if momentum == 0:
+        return lr
+    if not 0 < momentum < 1:
+        # No steady state: the buffer grows without bound, so no threshold reaches the optimum.
+        raise ConfigError(
+            "method", f"proximal needs the optimizer's momentum in [0, 1), got {momentum}"
+        )
+    dampening = float(settings.get("dampening") or 0.0)
+    if settings.get("nesterov"):
+        return lr * (1 - momentum * dampening) / (1 - momentum)
+    return lr * (1 - dampening) / (1 - momentum)
 
 
 def _second_moment_state(optimizer: torch.optim.Optimizer) -> bool:

@@ -1,6 +1,6 @@
 """Ablation report: a sweep folder -> a mean ± std table (md, csv) and plots (png)."""
 
-from reglab.report.collect import Job, collect_jobs
-from reglab.report.table import ConfigRow, summarize
+from reglab.report.collect import Job, collect_jobs, effective_config
+from reglab.report.table import ConfigRow, merge_duplicates, summarize
 
-__all__ = ["ConfigRow", "Job", "collect_jobs", "summarize"]
+__all__ = ["ConfigRow", "Job", "collect_jobs", "effective_config", "merge_duplicates", "summarize"]

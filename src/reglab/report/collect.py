@@ -1,19 +1,37 @@
-"""Read a sweep folder: one `Job` per job folder (overrides, status, flat metrics, history)."""
+"""Read a sweep folder: one `Job` per job folder (overrides, config, seed, status, metrics, history).
+
+Two jobs are the same configuration when their *effective* configs agree: the composed config
+(`.hydra/config.yaml`) less bookkeeping and less the knobs the chosen options ignore
+(`regularization=none` ignores every `regularization.*` key, `l1`/`l2` ignore `l1_ratio`). Two
+jobs of the same configuration with the same seed are the same run repeated.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
+import re
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 import yaml
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from reglab.callbacks import WeightPenalty
 from reglab.checks import signature_names
+from reglab.config import CONTROL_GROUPS
 from reglab.records import read_record
 from reglab.regularization import PENALTIES
 
 # Overrides that do not define a configuration: seeds are repeats, the rest is bookkeeping.
 IGNORED_KEYS = ("seed", "resume_sweep", "paths.output_dir")
+# The same for the top-level keys of a composed config (paths: where the outputs go).
+BOOKKEEPING = ("seed", "resume_sweep", "paths")
+# A sweep has a config per job: read them with libyaml's safe loader where it is built in.
+SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 @dataclass
@@ -26,6 +44,8 @@ class Job:
     metrics: dict[str, float] = field(default_factory=dict)
     history: list[dict[str, float]] = field(default_factory=list)
     error: str = ""
+    config: dict[str, Any] | None = None  # .hydra/config.yaml; None where the folder has none
+    seed: int | None = None  # the run's seed (metrics.json, else the config)
 
     @property
     def config_key(self) -> tuple[tuple[str, str], ...]:
@@ -36,6 +56,19 @@ class Job:
         ignored = ignored_penalty_options(items.get("regularization"))
         items = {k: v for k, v in items.items() if k.removeprefix("regularization.") not in ignored}
         return tuple(sorted(items.items()))
+
+    @cached_property
+    def effective_key(self) -> str:
+        """Digest of its effective config (of `config_key` for a folder without a config)."""
+        effective = effective_config(self.config) if self.config is not None else self.config_key
+        text = json.dumps(effective, sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    @property
+    def run_key(self) -> tuple[str, str]:
+        """(effective config, seed): two jobs with equal keys are one run done twice."""
+        seed = self.seed if self.seed is not None else self.overrides.get("seed")
+        return self.effective_key, str(seed)
 
 
 def ignored_penalty_options(option: str | None) -> set[str]:
@@ -48,11 +81,50 @@ def ignored_penalty_options(option: str | None) -> set[str]:
     return every - own
 
 
+def effective_config(config: dict[str, Any]) -> dict[str, Any]:
+    """`config` (resolved where it can be) less what does not change what the run does.
+
+    Bookkeeping goes; a control group that builds no callback (no `_target_`, as
+    `regularization=none`) keeps none of its inert knobs; a penalty drops the options its kind
+    does not take.
+    """
+    effective = {k: v for k, v in _resolved(config).items() if k not in BOOKKEEPING}
+    for group in CONTROL_GROUPS:
+        node = effective.get(group)
+        if isinstance(node, dict) and "_target_" not in node:
+            effective[group] = {}
+    penalty = effective.get("regularization")
+    if isinstance(penalty, dict) and penalty.get("kind"):
+        ignored = ignored_penalty_options(str(penalty["kind"]))
+        effective["regularization"] = {k: v for k, v in penalty.items() if k not in ignored}
+    return effective
+
+
+def _resolved(config: dict[str, Any]) -> dict[str, Any]:
+    # Resolve before dropping keys, so a value taken from an ignored knob by interpolation still
+    # counts. The seed (a run key of its own: `${seed}` elsewhere is the same seed) and the paths
+    # (run-specific, resolvable only inside Hydra) are blanked first; a config that still does not
+    # resolve outside its run is compared as written.
+    blanked = {**config, "seed": "<seed>"}
+    if isinstance(blanked.get("paths"), dict):
+        blanked["paths"] = {key: f"<{key}>" for key in blanked["paths"]}
+    try:
+        return OmegaConf.to_container(OmegaConf.create(blanked), resolve=True)
+    except OmegaConfBaseException:
+        return config
+
+
 def _overrides(folder: Path) -> dict[str, str]:
     path = folder / ".hydra" / "overrides.yaml"
     entries = yaml.safe_load(path.read_text()) if path.is_file() else []
     pairs = (entry.split("=", 1) for entry in entries or [] if "=" in entry)
     return {key.lstrip("+"): value for key, value in pairs}
+
+
+def _config(folder: Path) -> dict[str, Any] | None:
+    path = folder / ".hydra" / "config.yaml"
+    config = yaml.load(path.read_text(), Loader=SAFE_LOADER) if path.is_file() else None
+    return config if isinstance(config, dict) else None
 
 
 def flat_metrics(record: dict) -> dict[str, float]:
@@ -66,11 +138,20 @@ def flat_metrics(record: dict) -> dict[str, float]:
     return flat
 
 
+def _job_order(folder: Path) -> list[str | int]:
+    # Job folders are `<job number>_<overrides>`: job 2 before job 10.
+    parts = re.split(r"([0-9]+)", str(folder))  # text, number, text, ...: always comparable
+    return [int(part) if i % 2 else part for i, part in enumerate(parts)]
+
+
 def collect_jobs(sweep_dir: Path) -> list[Job]:
     """Every job folder under `sweep_dir` (those holding a `.hydra` folder), in job order."""
     jobs = []
-    for folder in sorted(p.parent for p in sweep_dir.rglob(".hydra") if p.is_dir()):
+    folders = {p.parent for p in sweep_dir.rglob(".hydra") if p.is_dir()}
+    for folder in sorted(folders, key=_job_order):
         record = read_record(folder) or {"status": "missing"}
+        config = _config(folder)
+        seed = record.get("seed", (config or {}).get("seed"))
         jobs.append(
             Job(
                 folder=folder,
@@ -79,6 +160,8 @@ def collect_jobs(sweep_dir: Path) -> list[Job]:
                 metrics=flat_metrics(record) if record.get("status") == "ok" else {},
                 history=record.get("history", []),
                 error=record.get("error", ""),
+                config=config,
+                seed=seed,
             )
         )
     return jobs

@@ -1,11 +1,15 @@
-"""Group jobs by configuration and compute n, mean ± std, 95 % CI and Welch's t-test vs baseline."""
+"""Group jobs by configuration and compute n, mean ± std, 95 % CI and Welch's t-test vs baseline.
+
+A configuration is an effective config (`Job.effective_key`); a job repeating another's run
+(same effective config and seed, e.g. `regularization=none` swept across strengths it ignores)
+is merged into it, so that each seed is one sample.
+"""
 
 from __future__ import annotations
 
 import csv
 import math
 import warnings
-from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +29,7 @@ class ConfigRow:
     failed: int = 0
     pruned: int = 0
     jobs: list[Job] = field(default_factory=list)
+    duplicates: list[Job] = field(default_factory=list)  # repeats of a run in `jobs`, not counted
     delta: dict[str, float] = field(default_factory=dict)
     p_value: dict[str, float] = field(default_factory=dict)
     is_baseline: bool = False
@@ -74,20 +79,52 @@ def default_metrics(jobs: list[Job]) -> list[str]:
 
 # Group options that switch their control off: the default baseline of an ablation.
 OFF_OPTIONS = ("none", "zero")
+# Run bookkeeping, not a result: tabulated, but not tested against the baseline.
+UNTESTED = ("epochs_run", "wall_time_s", "best_epoch")
+
+
+def merge_duplicates(jobs: list[Job]) -> tuple[list[Job], list[Job]]:
+    """(one job per run, the repeats): a run is an effective config and a seed; an ok job is kept."""
+    kept: dict[tuple[str, str], Job] = {}
+    for job in jobs:
+        first = kept.setdefault(job.run_key, job)
+        if first.status != "ok" and job.status == "ok":
+            kept[job.run_key] = job
+    chosen = {id(job) for job in kept.values()}
+    repeats = [job for job in jobs if id(job) not in chosen]
+    return [job for job in jobs if id(job) in chosen], repeats
+
+
+def _value_order(value: str | None) -> tuple[int, float, str]:
+    # Unset first, then numbers by value (1e-4 < 1e-3 < 1e-2 < 0.1), then text alphabetically.
+    if value is None:
+        return (0, 0.0, "")
+    try:
+        number = float(value)
+    except ValueError:
+        return (2, 0.0, value)
+    return (2, 0.0, value) if math.isnan(number) else (1, number, value)
+
+
+def _row_order(row: ConfigRow) -> tuple:
+    values = dict(row.key)
+    return (not row.is_baseline, *(_value_order(values.get(k)) for k in row.shown))
 
 
 def summarize(jobs: list[Job], metrics: list[str], baseline: str | None = None) -> list[ConfigRow]:
-    """One row per configuration, with differences and Welch p-values against the baseline.
+    """One row per configuration, baseline first, then by swept values (numbers as numbers).
 
-    The baseline is the configuration whose label contains `baseline` (default: the one with
+    Repeated runs are merged (`merge_duplicates`). Each row carries differences and Welch
+    p-values against the baseline (no p for run bookkeeping such as wall time). The baseline is
+    the configuration whose label contains `baseline` (default: the one with
     `regularization=none`, else the first swept `<group>=none` or `<group>=zero` — the options
     that switch a control off, as in a dropout or augmentation ablation); without one, no
     comparison is made.
     """
-    rows: dict[tuple, ConfigRow] = defaultdict(lambda: ConfigRow(key=()))
-    for job in jobs:
-        row = rows[job.config_key]
-        row.key = job.config_key
+    runs, repeats = merge_duplicates(jobs)
+    rows: dict[str, ConfigRow] = {}
+    for job in runs:
+        row = rows.setdefault(job.effective_key, ConfigRow(key=job.config_key))
         row.jobs.append(job)
         if job.status == "ok":
             for metric in metrics:
@@ -97,6 +134,8 @@ def summarize(jobs: list[Job], metrics: list[str], baseline: str | None = None) 
             row.pruned += 1
         else:
             row.failed += 1
+    for job in repeats:
+        rows[job.effective_key].duplicates.append(job)
     ordered = list(rows.values())
     # Overrides shared by every configuration (logger=none, max_epochs, ...) only clutter labels.
     keys = {k for row in ordered for k, _ in row.key}
@@ -120,17 +159,48 @@ def summarize(jobs: list[Job], metrics: list[str], baseline: str | None = None) 
             a, b = row.values.get(metric, []), base.values.get(metric, [])
             if a and b:
                 row.delta[metric] = float(np.mean(a) - np.mean(b))
-                if len(a) > 1 and len(b) > 1:
+                if len(a) > 1 and len(b) > 1 and metric not in UNTESTED:
                     with warnings.catch_warnings():  # identical samples: p is nan, say nothing
                         warnings.simplefilter("ignore", RuntimeWarning)
                         p = float(stats.ttest_ind(a, b, equal_var=False).pvalue)
                     if not math.isnan(p):
                         row.p_value[metric] = p
-    return ordered
+    return sorted(ordered, key=_row_order)
 
 
 def _fmt(value: float) -> str:
     return "" if math.isnan(value) else f"{value:.4g}"
+
+
+def _exact(value: float) -> str:
+    # The csv is for further computation: every digit (repr round-trips a float).
+    return "" if math.isnan(value) else repr(float(value))
+
+
+def _cell(row: ConfigRow, metric: str) -> str:
+    """`mean ± std (±ci95); Δ, p`; a single run shows its value alone."""
+    if not row.n(metric):
+        return ""
+    cell = _fmt(row.mean(metric))
+    if row.n(metric) > 1:
+        cell += f" ± {_fmt(row.std(metric))} (±{_fmt(row.ci95(metric))})"
+    if metric in row.delta:
+        cell += f"; Δ {row.delta[metric]:+.3g}"
+    if metric in row.p_value:
+        cell += f", p={row.p_value[metric]:.2g}"
+    return cell
+
+
+def _merged_note(rows: list[ConfigRow]) -> str:
+    merged = [(row.label, len(row.duplicates)) for row in rows if row.duplicates]
+    if not merged:
+        return ""
+    total = sum(count for _, count in merged)
+    where = ", ".join(f"{count} into `{label}`" for label, count in merged)
+    return (
+        f"\n\nmerged {total} duplicate run{'s' if total > 1 else ''} "
+        f"(identical effective config and seed): {where}."
+    )
 
 
 def write_tables(rows: list[ConfigRow], metrics: list[str], folder: Path) -> tuple[Path, Path]:
@@ -138,20 +208,21 @@ def write_tables(rows: list[ConfigRow], metrics: list[str], folder: Path) -> tup
     csv_path, md_path = folder / "report.csv", folder / "report.md"
     with csv_path.open("w", newline="") as f:
         writer = csv.writer(f)
-        header = ["config", "n_ok", "n_failed", "n_pruned"]
+        header = ["config", "n_ok", "n_failed", "n_pruned", "n_duplicates"]
         for m in metrics:
             header += [f"{m} n", f"{m} mean", f"{m} std", f"{m} ci95", f"{m} delta", f"{m} p"]
         writer.writerow(header)
         for row in rows:
-            line = [row.label, len(row.jobs) - row.failed - row.pruned, row.failed, row.pruned]
+            ok = len(row.jobs) - row.failed - row.pruned
+            line = [row.label, ok, row.failed, row.pruned, len(row.duplicates)]
             for m in metrics:
                 line += [
                     row.n(m),
-                    _fmt(row.mean(m)),
-                    _fmt(row.std(m)),
-                    _fmt(row.ci95(m)),
-                    _fmt(row.delta.get(m, math.nan)),
-                    _fmt(row.p_value.get(m, math.nan)),
+                    _exact(row.mean(m)),
+                    _exact(row.std(m)),
+                    _exact(row.ci95(m)),
+                    _exact(row.delta.get(m, math.nan)),
+                    _exact(row.p_value.get(m, math.nan)),
                 ]
             writer.writerow(line)
     lines = [
@@ -159,17 +230,7 @@ def write_tables(rows: list[ConfigRow], metrics: list[str], folder: Path) -> tup
         "|" + " --- |" * (4 + len(metrics)),
     ]
     for row in rows:
-        cells = []
-        for m in metrics:
-            if not row.n(m):
-                cells.append("")
-                continue
-            cell = f"{_fmt(row.mean(m))} ± {_fmt(row.std(m))} (±{_fmt(row.ci95(m))})"
-            if m in row.delta:
-                cell += f"; Δ {row.delta[m]:+.3g}"
-            if m in row.p_value:
-                cell += f", p={row.p_value[m]:.2g}"
-            cells.append(cell)
+        cells = [_cell(row, m) for m in metrics]
         ok = len(row.jobs) - row.failed - row.pruned
         lines.append(
             f"| {row.label} | {ok} | {row.failed} | {row.pruned} | " + " | ".join(cells) + " |"
@@ -181,7 +242,10 @@ def write_tables(rows: list[ConfigRow], metrics: list[str], folder: Path) -> tup
         else "no baseline in this sweep (name one with --baseline key=value)"
     )
     md_path.write_text(
-        f"# Ablation report\n\nmean ± std (95 % CI half-width); {against}.\n\n"
+        "# Ablation report\n\n"
+        f"mean ± std (95 % CI half-width), a single run's value alone; {against}."
+        + _merged_note(rows)
+        + "\n\n"
         + "\n".join(lines)
         + "\n"
     )

@@ -6,6 +6,8 @@ This is the config layer: it knows where each value sits, so its errors name ful
 
 from __future__ import annotations
 
+import hashlib
+import json
 import sys
 from collections.abc import Iterator
 from typing import Any
@@ -42,6 +44,26 @@ PRINT_ORDER = ("data", "model", "optimizer", "scheduler", "trainer", "callbacks"
 def plain(node: Any) -> Any:
     """OmegaConf node -> plain dicts/lists (checkpoints reload with `weights_only=True`)."""
     return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
+
+
+def neutral_config(cfg: DictConfig | dict, *, blank_seed: bool = False) -> dict[str, Any]:
+    """The resolved config with the run's own paths (and with `blank_seed` the seed) blanked.
+
+    Blanked before resolving, so values that follow them (`data.shuffle_seed: ${seed}`) are
+    blanked too: configs that differ only there compare equal.
+    """
+    neutral = OmegaConf.create(cfg) if isinstance(cfg, dict) else cfg.copy()
+    for key in neutral.get("paths") or {}:
+        neutral.paths[key] = f"<{key}>"
+    if blank_seed:
+        neutral.seed = "<seed>"
+    return OmegaConf.to_container(neutral, resolve=True)
+
+
+def digest(plain_config: Any) -> str:
+    """SHA-256 of a plain config, independent of key order."""
+    text = json.dumps(plain_config, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def validate(cfg: DictConfig) -> None:

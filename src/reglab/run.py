@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import os
 import shutil
@@ -25,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 import reglab
 from reglab import checks, log
 from reglab.callbacks import Control, EpochHistory
-from reglab.config import CONTROL_GROUPS, plain, print_config, validate
+from reglab.config import CONTROL_GROUPS, digest, neutral_config, plain, print_config, validate
 from reglab.errors import (
     ConfigError,
     RunInterrupted,
@@ -209,33 +207,28 @@ def _record_interruption(cfg: DictConfig, trainer: L.Trainer) -> None:
 
 
 @contextmanager
-def config_path(path: str) -> Iterator[None]:
-    """Re-raise a ConfigError from inside the block with its key under the config node `path`."""
+def config_path(path: str, library_errors: tuple[type[Exception], ...] = ()) -> Iterator[None]:
+    """Re-raise a ConfigError from inside the block with its key under the config node `path`.
+
+    Errors of the types `library_errors` (a constructor's ValueError) become a ConfigError on
+    the node itself, with their first line.
+    """
     try:
         yield
     except ConfigError as error:
         raise error.under(path) from None
+    except library_errors as error:
+        raise ConfigError(path, first_line(error)) from None
 
 
 def _dry_build_optimization(module: RegLabModule) -> None:
     """Build the optimizer and scheduler once: what the value checks cannot foresee fails now."""
     hparams = module.hparams
-    with _constructor_errors("optimizer"):
+    with config_path("optimizer", (ValueError, TypeError)):
         optimizer = build_optimizer(module.net, hparams.optimizer)
     if hparams.scheduler:
-        with _constructor_errors("scheduler"):
+        with config_path("scheduler", (ValueError, TypeError)):
             build_scheduler(optimizer, hparams.scheduler)
-
-
-@contextmanager
-def _constructor_errors(path: str) -> Iterator[None]:
-    """A constructor's ValueError/TypeError becomes a ConfigError on the node it was built from."""
-    try:
-        yield
-    except (ValueError, TypeError) as error:
-        if isinstance(error, ConfigError):
-            raise error.under(path) from None
-        raise ConfigError(path, first_line(error)) from None
 
 
 def _raise_if_diverged(epochs: list[dict[str, float]], keys: tuple[str, ...]) -> None:
@@ -313,13 +306,7 @@ def summarize(cfg: DictConfig, fit: dict[str, Any], started: float) -> dict[str,
 
 def config_digest(cfg: DictConfig) -> str:
     """SHA-256 of the resolved config with the run's own paths blanked: equal configs, equal digests."""
-    neutral = cfg.copy()
-    for key in neutral.get("paths", {}):
-        neutral.paths[key] = f"<{key}>"
-    plain_config = OmegaConf.to_container(neutral, resolve=True)
-    return hashlib.sha256(
-        json.dumps(plain_config, sort_keys=True, default=str).encode()
-    ).hexdigest()
+    return digest(neutral_config(cfg))
 
 
 @rank_zero_only

@@ -19,7 +19,6 @@ worker are marked failed when a worker starts (and by Optuna's heartbeat while t
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import socket
@@ -38,7 +37,7 @@ from typing_extensions import override
 
 from reglab import checks, log
 from reglab.callbacks import Control
-from reglab.config import validate
+from reglab.config import digest, neutral_config, validate
 from reglab.errors import ConfigError, first_line
 from reglab.records import write_record
 from reglab.registry import Registry
@@ -286,11 +285,7 @@ def fixed_config(cfg: DictConfig) -> dict[str, Any]:
 
     Trials of one study differ only in the searched keys; their seed may vary between commands.
     """
-    neutral = cfg.copy()
-    neutral.seed = "<seed>"  # before resolving: data.shuffle_seed follows it
-    for key in neutral.get("paths", {}):
-        neutral.paths[key] = f"<{key}>"
-    plain_config = OmegaConf.to_container(neutral, resolve=True)
+    plain_config = neutral_config(cfg, blank_seed=True)
     for key in [*OUTPUT_ONLY_KEYS, *cfg.hparams_search.params]:
         _drop(plain_config, str(key).split("."))
     return json.loads(json.dumps(plain_config, default=str))  # as a study attribute stores it
@@ -301,11 +296,6 @@ def _drop(node: dict[str, Any], path: list[str]) -> None:
         node, path = node[path[0]], path[1:]
     if len(path) == 1 and isinstance(node, dict):
         node.pop(path[0], None)
-
-
-def digest(config: dict[str, Any]) -> str:
-    """SHA-256 of a plain config, independent of key order."""
-    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def check_same_experiment(study: Any, cfg: DictConfig) -> None:

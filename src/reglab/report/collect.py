@@ -8,8 +8,6 @@ jobs of the same configuration with the same seed are the same run repeated.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import re
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -17,12 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from reglab.callbacks import WeightPenalty
 from reglab.checks import signature_names
-from reglab.config import CONTROL_GROUPS
+from reglab.config import CONTROL_GROUPS, digest, neutral_config
 from reglab.records import read_record
 from reglab.regularization import PENALTIES
 
@@ -61,8 +58,7 @@ class Job:
     def effective_key(self) -> str:
         """Digest of its effective config (of `config_key` for a folder without a config)."""
         effective = effective_config(self.config) if self.config is not None else self.config_key
-        text = json.dumps(effective, sort_keys=True, default=str)
-        return hashlib.sha256(text.encode()).hexdigest()
+        return digest(effective)
 
     @property
     def run_key(self) -> tuple[str, str]:
@@ -105,11 +101,8 @@ def _resolved(config: dict[str, Any]) -> dict[str, Any]:
     # counts. The seed (a run key of its own: `${seed}` elsewhere is the same seed) and the paths
     # (run-specific, resolvable only inside Hydra) are blanked first; a config that still does not
     # resolve outside its run is compared as written.
-    blanked = {**config, "seed": "<seed>"}
-    if isinstance(blanked.get("paths"), dict):
-        blanked["paths"] = {key: f"<{key}>" for key in blanked["paths"]}
     try:
-        return OmegaConf.to_container(OmegaConf.create(blanked), resolve=True)
+        return neutral_config(config, blank_seed=True)
     except OmegaConfBaseException:
         return config
 

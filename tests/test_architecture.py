@@ -32,10 +32,13 @@ LAYERS = {
     "config": 3,
     "plugins": 3,
     "sweep": 4,
+    "run_folder": 4,
+    "checkpoint": 1,
     "report": 4,
     "cli": 4,
     "run": 5,
     "search": 6,
+    "evaluate": 6,
     "__init__": 7,
 }
 

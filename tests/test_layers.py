@@ -202,9 +202,14 @@ def test_numbered_names_never_collide_with_registered_names():
 
 
 def test_head_false_leaves_the_body_as_output():
-    net = build("layers: [{linear: {out_features: 7}}, tanh]\nhead: false\n", FEATURES)
+    net = build("layers: [{linear: {out_features: 7}}, tanh]\nhead: false\n", FEATURES, 7)
     assert "head" not in dict(net.named_children())
     assert net(torch.randn(BATCH, *FEATURES)).shape == (BATCH, 7)
+
+
+def test_head_false_with_a_body_of_another_size_than_the_data_is_refused():
+    error = config_error("layers: [{linear: {out_features: 7}}, tanh]\nhead: false\n")
+    assert error.key == "head" and f"needs ({NUM_OUTPUTS},)" in error.message
 
 
 def test_knobs_are_interpolated_into_the_layers():

@@ -10,6 +10,8 @@ from typing import Any
 
 from reglab.errors import ConfigError
 
+SEED_MAX = 2**32 - 1  # NumPy's seed range (seed_everything and scikit-learn seed NumPy too)
+
 
 def number(
     key: str,
@@ -38,13 +40,43 @@ def probability(key: str, value: Any, *, allow_one: bool = True) -> float:
     return number(key, value, 0.0, 1.0, high_open=not allow_one)
 
 
-def integer(key: str, value: Any, minimum: int | None = 0) -> int:
-    """An integer >= minimum (any integer when minimum is None)."""
+def integer(key: str, value: Any, minimum: int | None = 0, maximum: int | None = None) -> int:
+    """An integer in [minimum, maximum] (None: unbounded on that side)."""
     is_integer = isinstance(value, int) and not isinstance(value, bool)
-    if not is_integer or (minimum is not None and value < minimum):
-        bound = f" >= {minimum}" if minimum is not None else ""
+    low = is_integer and minimum is not None and value < minimum
+    high = is_integer and maximum is not None and value > maximum
+    if not is_integer or low or high:
+        if minimum is not None and maximum is not None:
+            bound = f" in [{minimum}, {maximum}]"
+        elif minimum is not None:
+            bound = f" >= {minimum}"
+        else:
+            bound = f" <= {maximum}" if maximum is not None else ""
         raise ConfigError(key, f"must be an integer{bound}, got {value!r}")
     return value
+
+
+def boolean(key: str, value: Any) -> bool:
+    """A true/false switch: a string such as 'abc' or 'no' would silently count as true."""
+    if not isinstance(value, bool):
+        raise ConfigError(key, f"must be true or false, got {value!r}")
+    return value
+
+
+def seed(key: str, value: Any) -> int:
+    """A random seed NumPy, scikit-learn and torch all take: an integer in [0, 2**32 - 1]."""
+    return integer(key, value, 0, SEED_MAX)
+
+
+def batches(key: str, value: Any) -> int | float:
+    """A share of the batches as Lightning reads it: a fraction in (0, 1] or a count >= 1."""
+    if isinstance(value, float) and not isinstance(value, bool):
+        return number(key, value, 0.0, 1.0, low_open=True)
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+        return value
+    raise ConfigError(
+        key, f"must be a fraction in (0, 1] or a number of batches >= 1, got {value!r}"
+    )
 
 
 def choice(key: str, value: Any, valid: Sequence[str]) -> str:

@@ -8,6 +8,7 @@ their own config folder are accepted as Hydra accepts them.
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 from collections.abc import Sequence
@@ -22,6 +23,16 @@ from reglab.errors import ConfigError
 _GROUP_OVERRIDE = re.compile(r"^\+{0,2}(?P<group>[A-Za-z_][\w/]*)=(?P<value>[^()\[\]{}]*)$")
 _SEARCHPATH = re.compile(r"^\+{0,2}hydra\.searchpath=\[(?P<paths>.*)\]$")
 _CONFIG_DIR_FLAGS = ("--config-dir", "-cd")
+_NO_RUN_FLAGS = (
+    "--help",
+    "-h",
+    "--hydra-help",
+    "--cfg",
+    "-c",
+    "--info",
+    "-i",
+    "--shell-completion",
+)
 # `+key=...` / `++key...=...`: an append, whose head Hydra adds to the config even if nothing reads it.
 _APPEND = re.compile(r"^\+{1,2}(?P<key>[^=~]+)=")
 _TASK_NAME = re.compile(r"^\+{0,2}task_name=(?P<value>.*)$")
@@ -158,6 +169,45 @@ def unknown_keys(argv: Sequence[str], conf_dir: Path) -> list[str]:
     return problems
 
 
+def unwritable_output_folder(argv: Sequence[str]) -> list[str]:
+    """A message if the folder Hydra will create for this run (or sweep) cannot be written.
+
+    Hydra creates it before any reglab code runs, and fails with a traceback. A folder given on
+    the command line is checked by its fixed part (before the first `${...}`): created, then a
+    probe file written there (Hydra would create it anyway). Otherwise the config's folder may
+    be anywhere (a debug option moves it), so only its nearest existing parent is checked.
+    """
+    if any(arg.partition("=")[0] in _NO_RUN_FLAGS for arg in argv):
+        return []  # help and config printing create no folder
+    key = "hydra.sweep.dir" if any(arg in ("-m", "--multirun") for arg in argv) else "hydra.run.dir"
+    given = [arg.partition("=")[2] for arg in argv if arg.lstrip("+").partition("=")[0] == key]
+    if not given:
+        return (
+            []
+            if os.access(_existing_parent(Path.cwd() / "outputs"), os.W_OK)
+            else [f"{key}: cannot write in {str(Path.cwd())!r}: permission denied"]
+        )
+    folder = given[-1].strip("'\"")
+    fixed = folder.split("${", 1)[0]
+    path = Path(
+        fixed if fixed == folder or fixed.endswith("/") else fixed.rpartition("/")[0] or "."
+    )
+    probe = path.expanduser() / ".reglab-write-probe"
+    try:
+        probe.parent.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as error:
+        return [f"{key}: cannot write in {str(path)!r}: {error.strerror or error}"]
+    return []
+
+
+def _existing_parent(path: Path) -> Path:
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
 def exit_on_bad_command_line(conf_dir: Path, argv: Sequence[str] | None = None) -> None:
     """Print each problem as `reglab: error: ...` on stderr and exit 2 if there is any."""
     argv = sys.argv[1:] if argv is None else argv
@@ -167,6 +217,8 @@ def exit_on_bad_command_line(conf_dir: Path, argv: Sequence[str] | None = None) 
         + unknown_keys(argv, conf_dir)
         + bad_task_names(argv)
     )
+    if not problems:  # a typo must not create folders
+        problems = unwritable_output_folder(argv)
     for problem in problems:
         print(f"reglab: error: {problem}", file=sys.stderr)
     if problems:

@@ -73,7 +73,7 @@ def validate(cfg: DictConfig) -> None:
     """
     checks.folder_name("task_name", cfg.get("task_name"))
     check_targets(cfg)
-    checks.integer("seed", cfg.get("seed"), minimum=None)
+    checks.seed("seed", cfg.get("seed"))
     if not str(cfg.get("monitor", "")).startswith("val/"):
         raise ConfigError(
             "monitor", f"must be a validation metric (val/...), got {cfg.get('monitor')!r}"
@@ -186,11 +186,22 @@ def validate_trainer(trainer: DictConfig) -> None:
 
     checks.integer("trainer.accumulate_grad_batches", trainer.get("accumulate_grad_batches", 1), 1)
     checks.integer("trainer.num_sanity_val_steps", trainer.get("num_sanity_val_steps", 2), -1)
+    checks.integer("trainer.num_nodes", trainer.get("num_nodes", 1), 1)
+    checks.integer("trainer.log_every_n_steps", trainer.get("log_every_n_steps", 50), 0)
     if trainer.get("gradient_clip_val") is not None:
         checks.number("trainer.gradient_clip_val", trainer.gradient_clip_val, 0.0)
+    checks.choice(
+        "trainer.gradient_clip_algorithm",
+        trainer.get("gradient_clip_algorithm") or "norm",
+        ["norm", "value"],
+    )
+    # Every run validates (monitor is a val/ metric) and tests: none of these may be empty.
     for key in ("limit_train_batches", "limit_val_batches", "limit_test_batches"):
         if trainer.get(key) is not None:
-            checks.number(f"trainer.{key}", trainer[key], 0.0)
+            checks.batches(f"trainer.{key}", trainer[key])
+    if trainer.get("val_check_interval") is not None:
+        checks.batches("trainer.val_check_interval", trainer.val_check_interval)
+    _check_epochs(trainer)
     checks.choice("trainer.precision", str(trainer.get("precision", "32-true")), PRECISIONS)
     strategy = trainer.get("strategy", "auto")
     if isinstance(strategy, str):
@@ -205,6 +216,34 @@ def validate_trainer(trainer: DictConfig) -> None:
         raise ConfigError(
             "trainer.devices",
             f"must be auto, -1 (all), a count >= 1 or a list of device ids, got {devices!r}",
+        )
+
+
+def _check_epochs(trainer: DictConfig) -> None:
+    """Epoch counts Lightning would accept and then train nothing, or never validate."""
+    max_epochs = trainer.get("max_epochs")
+    counted = isinstance(max_epochs, int) and not isinstance(max_epochs, bool) and max_epochs >= 1
+    if not (max_epochs is None or max_epochs == -1 or counted):
+        raise ConfigError(
+            "trainer.max_epochs", f"must be an integer >= 1 (or -1: no limit), got {max_epochs!r}"
+        )
+    min_epochs = trainer.get("min_epochs")
+    if min_epochs is not None:
+        checks.integer("trainer.min_epochs", min_epochs, 0)
+    checks.integer("trainer.max_steps", trainer.get("max_steps", -1), -1)
+    every = trainer.get("check_val_every_n_epoch", 1)
+    if every is not None:
+        checks.integer("trainer.check_val_every_n_epoch", every, 1)
+    limited = max_epochs is not None and max_epochs != -1
+    if limited and min_epochs is not None and min_epochs > max_epochs:
+        raise ConfigError(
+            "trainer.min_epochs", f"{min_epochs} is more than trainer.max_epochs={max_epochs}"
+        )
+    if limited and every is not None and every > max_epochs:
+        raise ConfigError(
+            "trainer.check_val_every_n_epoch",
+            f"{every} > trainer.max_epochs={max_epochs}: no epoch would be validated, "
+            "and the monitored metric would never be logged",
         )
 
 

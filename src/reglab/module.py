@@ -123,6 +123,17 @@ class RegLabModule(L.LightningModule):
         samples = sum(len(outputs) for outputs, _, _ in pending)
         return float(sum(loss_sum for _, _, loss_sum in pending) / samples)
 
+    def epoch_metrics(self, stage: str) -> dict[str, float]:
+        """The values `stage`'s epoch end logged, before Lightning publishes them (e.g. for a
+        checkpoint written in the same hook); empty before the epoch's metrics were updated."""
+        loss = self.losses[f"{stage}_"]
+        if not loss.update_called:
+            return {}
+        return {
+            f"{stage}/loss": float(loss.compute()),
+            **{name: float(value) for name, value in self.metrics[f"{stage}_"].compute().items()},
+        }
+
     def _log_epoch(self, stage: str) -> None:
         pending, self._epoch_outputs[stage] = self._epoch_outputs[stage], []
         if pending:

@@ -22,7 +22,8 @@ from omegaconf import DictConfig, OmegaConf
 
 import reglab
 from reglab import checks, log
-from reglab.callbacks import Control, EpochHistory
+from reglab.callbacks import Control, EpochHistory, RandomState
+from reglab.checkpoint import LAST, check_matches, check_resumable, read_checkpoint, resolve
 from reglab.config import CONTROL_GROUPS, digest, neutral_config, plain, print_config, validate
 from reglab.errors import (
     ConfigError,
@@ -35,6 +36,7 @@ from reglab.module import RegLabModule
 from reglab.optim import build_optimizer, build_scheduler, check_optimizer, check_scheduler
 from reglab.plugins import import_plugins
 from reglab.records import read_record, write_record
+from reglab.run_folder import JobBusy, check_writable, clear_previous_attempt, job_lock
 from reglab.sweep import (
     in_multirun,
     job_overrides,
@@ -42,8 +44,6 @@ from reglab.sweep import (
     write_failure,
     write_status,
 )
-
-LAST_CHECKPOINT = "last.ckpt"  # written by conf/callbacks/default.yaml's last_checkpoint
 
 
 def train(cfg: DictConfig) -> float | None:
@@ -56,15 +56,16 @@ def train(cfg: DictConfig) -> float | None:
         return run_one(cfg)
     share_cores_between_parallel_jobs()
     output_dir = Path(cfg.paths.output_dir)
-    previous = read_record(output_dir)
-    if cfg.get("resume_sweep") and previous and previous["status"] == "ok":
-        log.info(f"reglab: skipping {output_dir.name}: already ok")
-        return previous.get("objective")
-    if previous:  # a failed or interrupted attempt: start clean, not beside its checkpoints
-        for leftover in ("checkpoints", "tensorboard", "csv"):
-            shutil.rmtree(output_dir / leftover, ignore_errors=True)
     try:
-        return run_one(cfg)
+        with job_lock(output_dir):  # two resumes of one sweep never both run a job
+            previous = read_record(output_dir)
+            if cfg.get("resume_sweep") and previous and previous["status"] == "ok":
+                log.info(f"reglab: skipping {output_dir.name}: already ok")
+                return previous.get("objective")
+            return run_one(cfg)
+    except JobBusy as busy:
+        log.info(f"reglab: skipping job {busy}: another process is running it")
+        return None
     except Exception as error:  # noqa: BLE001 - any job failure is recorded, the sweep goes on
         write_failure(output_dir, cfg, error)
         log.info(f"reglab: job {output_dir.name} failed: {first_line(error)}")
@@ -80,14 +81,27 @@ def run_one(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) ->
     if cfg.get("print_config", True):
         print_config(cfg)
     L.seed_everything(cfg.seed, workers=True)
+    output_dir = Path(cfg.paths.output_dir)
+    resume = resume_checkpoint(cfg)
+    clear_previous_attempt(output_dir, resume)
 
     datamodule, model = build_data_and_model(cfg)
+    if resume:  # a damaged file or another model's: one line now, not a traceback in fit
+        checkpoint = read_checkpoint(resume)
+        check_resumable(checkpoint)
+        check_matches(checkpoint, model)
+        del checkpoint  # Lightning reads it again in fit
+    if cfg.get("keep_outputs", True):
+        check_writable(output_dir, checkpoint_bytes(model))
     controls = build_controls(cfg, model)
+    if cfg.get("optimized_metric") is not None:  # known now, not after training
+        check_optimized_metric(cfg.optimized_metric, model, list(controls.values()))
     if "augmentation" in controls:  # the data module applies it to training batches
         datamodule.train_batch_transform = controls["augmentation"]
     history = EpochHistory()
     callbacks = [
         history,
+        RandomState(),
         *controls.values(),
         *_instantiate_all(cfg.get("callbacks"), "callbacks"),
         *(extra_callbacks or []),
@@ -97,7 +111,7 @@ def run_one(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) ->
         cfg.trainer, "trainer", callbacks=callbacks, logger=loggers or False
     )
 
-    fit = fit_and_test(cfg, trainer, model, datamodule, history)
+    fit = fit_and_test(cfg, trainer, model, datamodule, history, resume)
     summary = summarize(cfg, fit, started)
     if cfg.get("keep_outputs", True):
         _write_outputs(cfg, trainer, summary)
@@ -115,7 +129,7 @@ def build_data_and_model(cfg: DictConfig) -> tuple[L.LightningDataModule, RegLab
     if scheduler:
         with config_path("scheduler"):
             check_scheduler(scheduler)
-    with config_path("data"):  # the arrays load here: a bad file is refused now
+    with config_path("data", (ValueError, OSError)):  # the arrays load here: refused now
         input_shape, num_outputs = list(datamodule.input_shape), datamodule.num_outputs
     with config_path("model"):
         model = RegLabModule(
@@ -147,19 +161,48 @@ def build_controls(cfg: DictConfig, model: RegLabModule) -> dict[str, L.Callback
     return controls
 
 
+def checkpoint_bytes(model: torch.nn.Module) -> int:
+    """About one checkpoint's size: the weights and two optimizer moments (Adam's) per weight."""
+    return 3 * sum(p.numel() * p.element_size() for p in model.parameters())
+
+
+def check_optimized_metric(name: Any, model: RegLabModule, controls: list[Any]) -> str:
+    """`best/` or `final/` + a val/ or train/ metric, or `test/` + a metric, of those logged."""
+    val, train, test = (_logged(stage, model, controls) for stage in ("val", "train", "test"))
+    valid = [
+        *(f"{at}/{metric}" for at in ("best", "final") for metric in ["epoch", *val, *train]),
+        *test,
+    ]
+    if name is None:
+        raise ConfigError("optimized_metric", f"name one to optimize; valid: {', '.join(valid)}")
+    return checks.choice("optimized_metric", name, valid)
+
+
+def _logged(stage: str, model: RegLabModule, controls: list[Any]) -> list[str]:
+    # Controls that log metrics of their own (MC dropout's val/mc_acc) list them.
+    names = list(model.metric_names(stage))
+    for control in controls:
+        if isinstance(control, Control):
+            names += control.metric_names(stage)
+    return names
+
+
 def fit_and_test(
     cfg: DictConfig,
     trainer: L.Trainer,
     model: RegLabModule,
     datamodule: L.LightningDataModule,
     history: EpochHistory,
+    ckpt_path: str | None = None,
 ) -> dict[str, Any]:
-    """Fit (resuming from `ckpt_path` if set), then test the best checkpoint.
+    """Fit (resuming from the checkpoint file `ckpt_path` if given), then test the best checkpoint.
 
     SIGINT or SIGTERM during fit records the run as interrupted and raises RunInterrupted.
     """
     try:
-        trainer.fit(model, datamodule=datamodule, ckpt_path=resume_checkpoint(cfg))
+        if ckpt_path:  # Lightning restores before converting: give the weights their dtype first
+            trainer.precision_plugin.convert_module(model)  # (64-true: no rounding to float32)
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
     except SystemExit:  # Lightning's answer to SIGINT (exit 1) and SIGTERM (exit 0)
         if not trainer.interrupted:
             raise
@@ -181,22 +224,18 @@ def fit_and_test(
 
 
 def resume_checkpoint(cfg: DictConfig) -> str | None:
-    """`ckpt_path` as a file: a run folder means its checkpoints/last.ckpt."""
+    """`ckpt_path` as a checkpoint file (a run folder means its checkpoints/last.ckpt).
+
+    Its content is checked once the model is built (`reglab.checkpoint`).
+    """
     given = cfg.get("ckpt_path")
-    if not given:
-        return None
-    path = Path(str(given)).expanduser()
-    if path.is_dir():
-        path = path / "checkpoints" / LAST_CHECKPOINT
-    if not path.is_file():
-        raise ConfigError("ckpt_path", f"no checkpoint at {str(path)!r}")
-    return str(path)
+    return str(resolve(given, "last")) if given else None
 
 
 def _record_interruption(cfg: DictConfig, trainer: L.Trainer) -> None:
     """metrics.json says `interrupted` (a sweep resume reruns the job); raise RunInterrupted."""
     output_dir = Path(cfg.paths.output_dir)
-    last = output_dir / "checkpoints" / LAST_CHECKPOINT
+    last = output_dir / "checkpoints" / LAST
     epoch = trainer.current_epoch
     message = f"interrupted at epoch {epoch}"
     if trainer.is_global_zero:

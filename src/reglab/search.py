@@ -36,12 +36,17 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from typing_extensions import override
 
 from reglab import checks, log
-from reglab.callbacks import Control
 from reglab.config import digest, neutral_config, validate
 from reglab.errors import ConfigError, first_line
 from reglab.records import write_record
 from reglab.registry import Registry
-from reglab.run import build_controls, build_data_and_model, config_path, run_one
+from reglab.run import (
+    build_controls,
+    build_data_and_model,
+    check_optimized_metric,
+    config_path,
+    run_one,
+)
 from reglab.sweep import in_multirun, write_failure, write_search_pointer
 
 # Each table maps a config value to what builds it: a new sampler, pruner or parameter type is
@@ -247,26 +252,6 @@ def check_trial_config(cfg: DictConfig, values: dict[str, Any], folder: Path) ->
     _, model = build_data_and_model(trial_cfg)
     controls = build_controls(trial_cfg, model)
     check_optimized_metric(trial_cfg.get("optimized_metric"), model, list(controls.values()))
-
-
-def check_optimized_metric(name: Any, model: Any, controls: list[Any]) -> str:
-    """`best/` or `final/` + a val/ or train/ metric, or `test/` + a metric, of those logged."""
-    val, train, test = (_logged(stage, model, controls) for stage in ("val", "train", "test"))
-    valid = [*(f"{at}/{metric}" for at in ("best", "final") for metric in val + train), *test]
-    if name is None:
-        raise ConfigError(
-            "optimized_metric", f"a search needs one to optimize; valid: {', '.join(valid)}"
-        )
-    return checks.choice("optimized_metric", name, valid)
-
-
-def _logged(stage: str, model: Any, controls: list[Any]) -> list[str]:
-    # Controls that log metrics of their own (MC dropout's val/mc_acc) may list them.
-    names = list(model.metric_names(stage))
-    for control in controls:
-        if isinstance(control, Control):
-            names += control.metric_names(stage)
-    return names
 
 
 def trial_config(values: dict[str, Any], trial_dir: Path) -> DictConfig:

@@ -11,6 +11,8 @@ from reglab.callbacks.freeze_batchnorm import FreezeBatchNorm
 from reglab.callbacks.history import EpochHistory
 from reglab.callbacks.mc_dropout import MCDropout
 from reglab.callbacks.mode_audit import EvalModeAudit
+from reglab.callbacks.random_state import RandomState
+from reglab.callbacks.run_checkpoint import RunCheckpoint
 from reglab.callbacks.weight_penalty import WeightPenalty
 
 __all__ = [
@@ -22,5 +24,7 @@ __all__ = [
     "EvalModeAudit",
     "FreezeBatchNorm",
     "MCDropout",
+    "RandomState",
+    "RunCheckpoint",
     "WeightPenalty",
 ]

@@ -127,6 +127,10 @@ class DropoutSchedule(Control):
             raise ConfigError("", "the model has no dropout layer for the schedule to set")
 
     @override
+    def metric_names(self, stage: str) -> list[str]:
+        return ["dropout/p"] if stage == "train" else []
+
+    @override
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         p = self.p_at(trainer.current_epoch)
         set_dropout_p(pl_module, p)

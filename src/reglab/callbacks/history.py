@@ -2,8 +2,9 @@
 
 It does not change training. Validation metrics are taken when validation ends; Lightning
 publishes an epoch's train metrics only after every `on_train_epoch_end` hook, so they are merged
-in when the next epoch starts or training ends. A checkpoint written at the end of validation
-carries the history up to then: after a resume, that epoch's row has its val metrics only.
+in when the next epoch starts or training ends. A checkpoint written at the end of a training
+epoch (last.ckpt) gets that epoch's train metrics from the module (`epoch_metrics`), so a run
+resumed from it has the same history as the uninterrupted run.
 """
 
 from __future__ import annotations
@@ -57,6 +58,18 @@ class EpochHistory(L.Callback):
     @override
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._merge_finished(trainer)
+
+    @override
+    def on_save_checkpoint(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        if self._finished_epoch is None or not hasattr(pl_module, "epoch_metrics"):
+            return
+        state = checkpoint["callbacks"][self.state_key]
+        rows = {row["epoch"]: dict(row) for row in state["epochs"]}
+        finished = rows.get(self._finished_epoch, {"epoch": self._finished_epoch})
+        rows[self._finished_epoch] = {**finished, **pl_module.epoch_metrics("train")}
+        state["epochs"] = [rows[epoch] for epoch in sorted(rows)]
 
     def frozen(self) -> EpochHistory:
         """A copy that later checkpoint restores (e.g. by `Trainer.test`) leave alone."""

@@ -48,6 +48,19 @@ THRESHOLDS = ("lr", "adaptive")
 NEAR_ZERO = 1e-3
 
 
+# What `on_train_epoch_end` logs under reg/ (data_loss and objective: when the module reports them).
+LOGGED = (
+    "strength",
+    "penalty",
+    "l1_norm",
+    "l2_norm",
+    "zero_fraction",
+    "near_zero_fraction",
+    "data_loss",
+    "objective",
+)
+
+
 class WeightPenalty(Control):
     """Weight penalty strength * R(w) on the selected parameters (see module docstring).
 
@@ -99,6 +112,10 @@ class WeightPenalty(Control):
     def check(self, pl_module: L.LightningModule) -> None:
         """Refuse a model of which `include` / `exclude` select no parameter."""
         self.parameter_groups(pl_module)
+
+    @override
+    def metric_names(self, stage: str) -> list[str]:
+        return [f"reg/{name}" for name in LOGGED] if stage == "train" else []
 
     @override
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:

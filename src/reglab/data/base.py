@@ -6,6 +6,7 @@ tensors to the training device once in `setup`, and serves `TensorBatchLoader` b
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
@@ -19,6 +20,9 @@ from sklearn.model_selection import train_test_split
 from reglab import checks
 from reglab.data.loader import TensorBatchLoader
 from reglab.errors import ConfigError
+
+# The most values (samples x features) a generated data set may hold: 4 GB as float32.
+MAX_VALUES = 10**9
 
 
 @dataclass
@@ -49,6 +53,14 @@ class TensorDataModule(L.LightningDataModule):
     ) -> None:
         super().__init__()
         checks.integer("batch_size", batch_size, minimum=1)
+        for key, seed in (
+            ("split_seed", split_seed),
+            ("data_seed", data_seed),
+            ("shuffle_seed", shuffle_seed),
+        ):
+            checks.seed(key, seed)
+        checks.boolean("standardize", standardize)
+        checks.boolean("standardize_target", standardize_target)
         for key, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
             checks.number(key, value, 0.0, 1.0, low_open=True, high_open=True)
         checks.number("train_fraction", train_fraction, 0.0, 1.0, low_open=True)
@@ -102,6 +114,8 @@ class TensorDataModule(L.LightningDataModule):
         """Seeded train/val/test splits, standardized with statistics of the training split."""
         arrays = self.load_arrays()
         raw = arrays if isinstance(arrays, dict) else {"all": arrays}
+        for x, y in raw.values():  # refused here, not as "training diverged" after an epoch
+            self._check_arrays(x, y)
         parts = self._split(raw)
         parts["train"] = self._degrade(*parts["train"])
         x_train = parts["train"][0]
@@ -111,12 +125,41 @@ class TensorDataModule(L.LightningDataModule):
         if self.task == "regression" and self.standardize_target:
             mean, std = _moments(parts["train"][1])
             parts = {k: (x, (y - mean) / std) for k, (x, y) in parts.items()}
-        return {k: Split(*self._to_tensors(x, y)) for k, (x, y) in parts.items()}
+        splits = {k: Split(*self._to_tensors(x, y)) for k, (x, y) in parts.items()}
+        for name, split in splits.items():  # finite values too large for float32 become inf
+            bad = int((~torch.isfinite(split.x)).sum()) + int((~torch.isfinite(split.y)).sum())
+            if bad:
+                raise ConfigError(
+                    "", f"{bad} values of the {name} split overflow float32: rescale the data"
+                )
+        return splits
+
+    def _check_arrays(self, x: np.ndarray, y: np.ndarray) -> None:
+        """Refuse data no training can use: no samples, NaN/inf values, bad class labels."""
+        x, y = np.asarray(x), np.asarray(y)
+        if x.ndim == 0 or y.ndim == 0:
+            raise ConfigError("", f"inputs {x.shape} and targets {y.shape} hold no samples axis")
+        if len(x) != len(y):
+            raise ConfigError("", f"{len(x)} inputs but {len(y)} targets")
+        if len(x) == 0:
+            raise ConfigError("", "the data set has no samples")
+        for what, values in (("inputs", x), ("targets", y)):
+            if values.dtype.kind not in "biuf":
+                raise ConfigError("", f"{what} must be numbers, got dtype {values.dtype}")
+            bad = int(np.count_nonzero(~np.isfinite(values)))
+            if bad:
+                raise ConfigError("", f"{what} contain {bad} NaN/inf values")
+        if self.task == "classification":
+            if np.any(y != np.round(y)):
+                raise ConfigError("", "class labels must be whole numbers")
+            if y.min() < 0:
+                raise ConfigError("", f"class labels must be >= 0, found {y.min():g}")
 
     def _split(self, raw: dict) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         stratify = self.task == "classification"
         if "all" in raw:
             x, y = raw["all"]
+            self._check_split(y, self.test_fraction, "test_fraction", "test", "the data set")
             x_rest, x_test, y_rest, y_test = train_test_split(
                 x,
                 y,
@@ -129,6 +172,9 @@ class TensorDataModule(L.LightningDataModule):
         val_share = (
             self.val_fraction / (1 - self.test_fraction) if "all" in raw else self.val_fraction
         )
+        scale = 1 - self.test_fraction if "all" in raw else 1.0
+        what = "the data left after the test split" if "all" in raw else "the training files"
+        self._check_split(y_rest, val_share, "val_fraction", "validation", what, scale)
         x_train, x_val, y_train, y_val = train_test_split(
             x_rest,
             y_rest,
@@ -144,14 +190,62 @@ class TensorDataModule(L.LightningDataModule):
         Val and test stay clean: this is how one builds an overfitting fixture.
         """
         rng = np.random.default_rng([self.split_seed, 1])
+        kept = max(1, round(self.train_fraction * len(x)))
+        if kept < 2:  # the loader drops a last batch of one: no training step at all
+            if len(x) >= 2:
+                raise ConfigError(
+                    "train_fraction",
+                    f"{self.train_fraction:g} keeps {kept} of {len(x)} training samples; one "
+                    f"training batch needs 2: raise train_fraction to at least {_round_up(2 / len(x))}",
+                )
+            raise ConfigError(
+                "",
+                f"the training split has {len(x)} sample; one training batch needs 2: "
+                "use more data or lower val_fraction / test_fraction",
+            )
         if self.train_fraction < 1:
-            keep = rng.permutation(len(x))[: max(1, round(self.train_fraction * len(x)))]
+            keep = rng.permutation(len(x))[:kept]
             x, y = x[np.sort(keep)], y[np.sort(keep)]
         if self.label_noise > 0:
             y = y.copy()
             noisy = rng.permutation(len(y))[: round(self.label_noise * len(y))]
             y[noisy] = rng.integers(0, int(y.max()) + 1, len(noisy))  # uniform over all classes
         return x, y
+
+    def _check_split(
+        self, y: np.ndarray, share: float, key: str, held_out: str, what: str, scale: float = 1.0
+    ) -> None:
+        """Refuse holding out `share` of `y` (as train_test_split counts) if a part comes out empty.
+
+        A stratified split (classification) needs one sample of each class on both sides and two
+        of each class to split. `scale` turns `share` back into the config's `key` value.
+        """
+        n = len(y)
+        n_held, n_kept = math.ceil(share * n), math.floor((1 - share) * n)
+        stratify = self.task == "classification"
+        classes, counts = np.unique(y, return_counts=True) if stratify else ([], [])
+        need = max(len(classes), 1)
+        if stratify and min(counts) < 2:
+            rare = classes[int(np.argmin(counts))]
+            raise ConfigError(
+                "",
+                f"class {rare} has {min(counts)} sample in {what}; a stratified split needs at "
+                "least 2 of each class",
+            )
+        per_class = f"one of each of the {need} classes" if stratify else "one sample"
+        value = getattr(self, key)
+        if n_held < need:
+            raise ConfigError(
+                key,
+                f"{value:g} gives {n_held} {held_out} samples of {n} in {what}; the split needs "
+                f"at least {per_class}: raise {key} to at least {_round_up(need / n * scale)}",
+            )
+        if n_kept < need:
+            raise ConfigError(
+                key,
+                f"{value:g} leaves {n_kept} of {n} samples in {what} besides the {held_out} "
+                f"split; it needs at least {per_class}: lower {key}",
+            )
 
     def _to_tensors(self, x: np.ndarray, y: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         xt = torch.as_tensor(np.ascontiguousarray(x), dtype=torch.float32)
@@ -167,7 +261,7 @@ class TensorDataModule(L.LightningDataModule):
         device = trainer.strategy.root_device if trainer else torch.device("cpu")
         rank, world = (trainer.global_rank, trainer.world_size) if trainer else (0, 1)
         for name, split in self.splits.items():
-            self._loaders[name] = TensorBatchLoader(
+            loader = self._loaders[name] = TensorBatchLoader(
                 split.x.to(device),
                 split.y.to(device),
                 self.batch_size,
@@ -178,6 +272,12 @@ class TensorDataModule(L.LightningDataModule):
                 drop_singleton=name == "train",
                 pad_shards=name == "train",
             )
+            if name == "train" and len(loader) == 0:  # a shard of one sample is dropped
+                raise ConfigError(
+                    "",
+                    f"the training split ({len(split.x)} samples) gives no batch on {world} "
+                    "processes: use more data or fewer devices",
+                )
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         """Augment training batches on their device; evaluation batches pass untouched."""
@@ -220,3 +320,14 @@ def _moments(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     mean = a.mean(axis=axes, keepdims=True)
     std = a.std(axis=axes, keepdims=True)
     return mean, np.where(std > 1e-8, std, 1.0)
+
+
+def count(key: str, value: Any, maximum: int = MAX_VALUES) -> int:
+    """A number of samples or features: an integer in [1, maximum]."""
+    return checks.integer(key, value, 1, maximum)
+
+
+def _round_up(value: float) -> str:
+    """`value` rounded up to 2 significant digits, as a suggestion that is surely enough."""
+    digits = 1 - math.floor(math.log10(value))
+    return f"{math.ceil(value * 10**digits) / 10**digits:g}"

@@ -6,7 +6,7 @@ import numpy as np
 from sklearn.datasets import make_moons, make_regression
 
 from reglab import checks
-from reglab.data.base import TensorDataModule
+from reglab.data.base import MAX_VALUES, TensorDataModule, count
 from reglab.errors import ConfigError
 
 FUNCTIONS = {
@@ -23,6 +23,8 @@ class MoonsDataModule(TensorDataModule):
     task = "classification"
 
     def __init__(self, n_samples: int = 1000, noise: float = 0.2, **kwargs) -> None:
+        count("n_samples", n_samples, MAX_VALUES // 2)
+        checks.number("noise", noise, 0.0)
         super().__init__(**kwargs)
         self.n_samples, self.noise = n_samples, noise
 
@@ -46,8 +48,14 @@ class FunctionDataModule(TensorDataModule):
         **kwargs,
     ) -> None:
         checks.choice("function", function, list(FUNCTIONS))
+        count("n_samples", n_samples)
+        checks.number("noise", noise, 0.0)
+        checks.number("low", low)
+        checks.number("high", high)
         if not low < high:
             raise ConfigError("low", f"must be below high, got low={low}, high={high}")
+        if not np.isfinite(float(high) - float(low)):  # NumPy cannot draw from such a range
+            raise ConfigError("high", f"high - low overflows, got low={low}, high={high}")
         super().__init__(**kwargs)
         self.function, self.n_samples, self.noise = function, n_samples, noise
         self.low, self.high = low, high
@@ -56,9 +64,11 @@ class FunctionDataModule(TensorDataModule):
         """Samples of the chosen function with Gaussian noise scaled to its spread."""
         rng = np.random.default_rng(self.data_seed)
         x = rng.uniform(self.low, self.high, size=(self.n_samples, 1))
-        y = FUNCTIONS[self.function](x)
-        y = y + self.noise * y.std() * rng.standard_normal(y.shape)
-        return x.astype(np.float32), y.astype(np.float32)
+        # A range too wide for f in float32 gives inf: the data module refuses it after loading.
+        with np.errstate(over="ignore", invalid="ignore"):
+            y = FUNCTIONS[self.function](x)
+            y = y + self.noise * y.std() * rng.standard_normal(y.shape)
+            return x.astype(np.float32), y.astype(np.float32)
 
 
 class RegressionDataModule(TensorDataModule):
@@ -74,6 +84,16 @@ class RegressionDataModule(TensorDataModule):
         noise: float = 10.0,
         **kwargs,
     ) -> None:
+        count("n_samples", n_samples)
+        count("n_features", n_features)
+        checks.integer("n_informative", n_informative, 0, n_features)
+        checks.number("noise", noise, 0.0)
+        if n_samples * n_features > MAX_VALUES:
+            raise ConfigError(
+                "n_samples",
+                f"n_samples x n_features = {n_samples * n_features} values; at most "
+                f"{MAX_VALUES} fit in memory",
+            )
         super().__init__(**kwargs)
         self.n_samples, self.n_features = n_samples, n_features
         self.n_informative, self.noise = n_informative, noise
@@ -87,4 +107,5 @@ class RegressionDataModule(TensorDataModule):
             noise=self.noise,
             random_state=self.data_seed,
         )
-        return x.astype(np.float32), y.astype(np.float32)
+        # make_regression squeezes y: one sample would come back as a scalar.
+        return x.astype(np.float32), y.astype(np.float32).reshape(len(x))

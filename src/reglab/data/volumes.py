@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from reglab.data.base import TensorDataModule
+from reglab import checks
+from reglab.data.base import MAX_VALUES, TensorDataModule, count
+from reglab.errors import ConfigError
+
+MAX_SIZE = 256
 
 
 class VolumesDataModule(TensorDataModule):
@@ -20,6 +24,17 @@ class VolumesDataModule(TensorDataModule):
         amplitude: float = 2.0,
         **kwargs,
     ) -> None:
+        count("n_samples", n_samples)
+        # One voxel a side makes the three bar directions the same volume: nothing to learn.
+        checks.integer("size", size, 2, MAX_SIZE)
+        checks.number("noise", noise, 0.0)
+        checks.number("amplitude", amplitude)
+        if n_samples * size**3 > MAX_VALUES:
+            raise ConfigError(
+                "n_samples",
+                f"n_samples x size^3 = {n_samples * size**3} voxels; at most {MAX_VALUES} fit "
+                "in memory",
+            )
         super().__init__(**kwargs)
         self.n_samples, self.size, self.noise = n_samples, size, noise
         self.amplitude = amplitude

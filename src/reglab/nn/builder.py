@@ -66,7 +66,15 @@ def build_net(spec: dict, input_shape: Sequence[int], num_outputs: int) -> nn.Se
         raise ConfigError("layers", "must be a non-empty list of layers")
     builder = _Builder(tuple(int(d) for d in input_shape))
     modules = builder.build_list(layers, "layers")
-    if spec.get("head", True):
+    if not checks.boolean("head", spec.get("head", True)):
+        if builder.shape != (num_outputs,):
+            raise ConfigError(
+                "head",
+                f"false, but the net's output has shape {builder.shape} where the data needs "
+                f"({num_outputs},): end `layers` with a linear of out_features {num_outputs}, "
+                "or set head: true",
+            )
+    else:
         if len(builder.shape) != 1:
             raise ConfigError(
                 "layers",

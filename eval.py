@@ -1,0 +1,43 @@
+"""Test a trained checkpoint: `python eval.py ckpt_path=<run folder or checkpoint> [overrides]`.
+
+Writes eval_metrics.json into outputs/eval/<date>/<time>; a bad value exits 2 with one line.
+"""
+
+import sys
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from reglab.cli import exit_on_bad_command_line
+from reglab.errors import find_config_error
+from reglab.sweep import register_resolvers
+
+CONF_DIR = Path(__file__).resolve().parent / "conf"
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="eval")
+def main(cfg: DictConfig) -> None:
+    """Hydra entry point: test the checkpoint; a bad config value exits 2 with one line."""
+    try:
+        from reglab.evaluate import evaluate
+
+        evaluate(cfg, HydraConfig.get().overrides.task)
+    except Exception as error:
+        config_error = find_config_error(error)
+        if config_error is None:
+            raise
+        print(f"reglab: error: {config_error}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def run() -> None:
+    """Check the command line's group options, then hand it to Hydra."""
+    exit_on_bad_command_line(CONF_DIR)
+    register_resolvers()
+    main()
+
+
+if __name__ == "__main__":
+    run()

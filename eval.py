@@ -10,7 +10,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from reglab.cli import exit_on_bad_command_line
+from reglab.cli import exit_on_bad_command_line, list_help_groups_from_one_repository
 from reglab.errors import find_config_error
 from reglab.sweep import register_resolvers
 
@@ -35,6 +35,7 @@ def main(cfg: DictConfig) -> None:
 def run() -> None:
     """Check the command line's group options, then hand it to Hydra."""
     exit_on_bad_command_line(CONF_DIR)
+    list_help_groups_from_one_repository()
     register_resolvers()
     main()
 

@@ -1,16 +1,27 @@
-"""Framework overhead: a reglab run against a hand-written loop doing the same work, same process.
+"""Framework overhead, measured against a hand-written loop in the same process and run.
 
-    python scripts/bench.py                      # selu_net on digits, 20 epochs
-    python scripts/bench.py model=fit_tanh data=function trainer.max_epochs=10
+    python scripts/bench.py                 # per-epoch speed with the default callbacks on
+    python scripts/bench.py --study         # a 20-run sweep's wall time and the fixed cost per run
+    python scripts/bench.py --startup       # `train.py --help` and a typo, end to end
+    python scripts/bench.py model=cnn ...   # overrides for the per-epoch measurement
 
-Both sides train the same net on the same in-memory batches for the same epochs, validate every
-epoch and test once. reglab runs without logger, checkpoint and progress bar (what the framework
-itself costs); the hand loop keeps only loss and accuracy. Prints seconds and the ratio.
+Per epoch: reglab runs `model=mlp` (width 256, depth 2) on digits, batch 64, validation every
+epoch, TensorBoard, checkpoints and monitors on (what a user runs), for 5 and for 35 epochs
+without early stopping; (T35 - T5) / 30 is its cost per epoch, free of the fixed cost of a run.
+The hand loop trains the same net on the same batches and validates every epoch. The ratio
+hand / reglab is reglab's speed relative to the hand loop (1.0: no overhead).
+
+Study: `python train.py -m model=mlp regularization=l2 regularization.strength=<4 values>
+seed=<5 values> trainer.max_epochs=20 early_stopping=none` with the basic launcher, timed
+whole; the fixed cost per run is (wall - 20 * the hand loop's 20-epoch time) / 20, i.e. all that
+is not training: start-up, trainer set-up, sanity check, checkpoints, test, logs.
 """
 
 from __future__ import annotations
 
+import argparse
 import logging
+import subprocess
 import sys
 import tempfile
 import time
@@ -23,32 +34,35 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from reglab.config import plain
 from reglab.nn import build_net
-from reglab.run import _plain, train
+from reglab.run import run_one
 
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
-FAIR = [
-    "logger=none",
-    "callbacks=none",
-    "+trainer.enable_checkpointing=false",
-    "trainer.enable_progress_bar=false",
-    "+trainer.enable_model_summary=false",
-    "trainer.num_sanity_val_steps=0",
-    "print_config=false",
-    "keep_outputs=false",
+ROOT = Path(__file__).resolve().parents[1]
+CONF_DIR = ROOT / "conf"
+PER_EPOCH = ["model=mlp", "model.width=256", "model.depth=2", "early_stopping=none"]
+STUDY = [
+    "-m",
+    "model=mlp",
+    "regularization=l2",
+    "regularization.strength=1e-5,1e-4,1e-3,1e-2",
+    "seed=0,1,2,3,4",
+    "trainer.max_epochs=20",
+    "early_stopping=none",
 ]
+STUDY_RUNS = 20
 
 
-def hand_loop(cfg: DictConfig) -> float:
-    """The same training written by hand: Adam, train/val each epoch, one test pass."""
+def hand_loop(cfg: DictConfig, epochs: int) -> float:
+    """The same training written by hand (Adam, train + validation each epoch); seconds."""
     torch.manual_seed(cfg.seed)
     datamodule = instantiate(cfg.data)
     datamodule.setup()
-    net = build_net(_plain(cfg.model), datamodule.input_shape, datamodule.num_outputs)
+    net = build_net(plain(cfg.model), datamodule.input_shape, datamodule.num_outputs)
     optimizer = torch.optim.Adam(net.parameters(), lr=cfg.optimizer.lr)
     loss_fn = F.cross_entropy if datamodule.task == "classification" else F.mse_loss
     started = time.perf_counter()
-    for _ in range(cfg.trainer.max_epochs):
+    for _ in range(epochs):
         net.train()
         for x, y in datamodule.train_dataloader():
             loss = loss_fn(net(x), y)
@@ -58,30 +72,100 @@ def hand_loop(cfg: DictConfig) -> float:
         net.eval()
         with torch.no_grad():
             [loss_fn(net(x), y) for x, y in datamodule.val_dataloader()]
-    with torch.no_grad():
-        [loss_fn(net(x), y) for x, y in datamodule.test_dataloader()]
     return time.perf_counter() - started
 
 
-def main(overrides: list[str]) -> None:
-    """Print hand-loop seconds, reglab seconds and their ratio for the composed config."""
-    warnings.filterwarnings("ignore")
-    logging.getLogger("lightning").setLevel(logging.ERROR)
+def timed_run(overrides: list[str], epochs: int) -> float:
+    """Seconds of one whole reglab run (set-up, fit, test, outputs) of `epochs` epochs."""
     with (
         tempfile.TemporaryDirectory() as tmp,
         initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"),
     ):
-        cfg = compose("train", overrides=[*FAIR, f"paths.output_dir={tmp}/run", *overrides])
-        hand_loop(cfg)  # warm-up: first-call costs are not the framework's
-        hand = hand_loop(cfg)
+        cfg = compose(
+            "train",
+            overrides=[
+                f"paths.output_dir={tmp}/run",
+                "trainer.enable_progress_bar=false",
+                *overrides,
+                f"trainer.max_epochs={epochs}",
+            ],
+        )
         started = time.perf_counter()
-        train(cfg)
-        framework = time.perf_counter() - started
-    print(f"config: {' '.join(overrides) or '(defaults)'}; epochs: {cfg.trainer.max_epochs}")
-    print(f"hand-written loop: {hand:.2f} s")
-    print(f"reglab train():    {framework:.2f} s (includes Trainer set-up and test)")
-    print(f"ratio reglab / hand: {framework / hand:.2f}")
+        run_one(cfg)
+        return time.perf_counter() - started
+
+
+def compose_plain(overrides: list[str]) -> DictConfig:
+    """The config `python train.py <overrides>` would run (no outputs written)."""
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose("train", overrides=overrides)
+
+
+def per_epoch(overrides: list[str]) -> None:
+    """Per-epoch cost of reglab with its default callbacks against the hand loop."""
+    wanted = [*PER_EPOCH, *overrides]
+    cfg = compose_plain(wanted)
+    hand_loop(cfg, 2)  # warm-up: first-call costs are nobody's overhead
+    timed_run(wanted, 2)
+    hand = min(hand_loop(cfg, 35) - hand_loop(cfg, 5) for _ in range(2)) / 30
+    ours = min(timed_run(wanted, 35) - timed_run(wanted, 5) for _ in range(2)) / 30
+    print(f"config: {' '.join(wanted)}")
+    print(f"hand-written loop: {hand * 1000:.1f} ms per epoch")
+    print(f"reglab (default callbacks, TensorBoard, checkpoints): {ours * 1000:.1f} ms per epoch")
+    print(f"speed relative to the hand loop: {hand / ours:.2f}x")
+
+
+def study() -> None:
+    """Wall time of a 20-run sweep through `train.py -m` and the fixed cost of each run."""
+    cfg = compose_plain(["model=mlp", "regularization=l2"])
+    hand_loop(cfg, 2)
+    training = min(hand_loop(cfg, 20) for _ in range(3))
+    with tempfile.TemporaryDirectory() as tmp:
+        started = time.perf_counter()
+        subprocess.run(
+            [sys.executable, str(ROOT / "train.py"), *STUDY, f"hydra.sweep.dir={tmp}/sweep"],
+            cwd=tmp,
+            check=True,
+            capture_output=True,
+        )
+        wall = time.perf_counter() - started
+    fixed = (wall - STUDY_RUNS * training) / STUDY_RUNS
+    print(f"study: {' '.join(STUDY)} ({STUDY_RUNS} runs, basic launcher)")
+    print(f"wall time: {wall:.1f} s; hand-loop training per run: {training:.2f} s")
+    print(f"fixed cost per run (wall / {STUDY_RUNS} - training): {fixed:.2f} s")
+
+
+def startup() -> None:
+    """End-to-end seconds of commands that should answer without training (best of 3)."""
+    for args in (["--help"], ["model.activation=relux"]):
+        times = []
+        for _ in range(3):
+            started = time.perf_counter()
+            subprocess.run(
+                [sys.executable, str(ROOT / "train.py"), *args], capture_output=True, check=False
+            )
+            times.append(time.perf_counter() - started)
+        print(f"python train.py {' '.join(args)}: {min(times):.2f} s")
+
+
+def main() -> None:
+    """Run the measurement the flags pick and print its numbers."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--study", action="store_true", help="time a 20-run sweep")
+    parser.add_argument("--startup", action="store_true", help="time --help and a typo")
+    parser.add_argument("overrides", nargs="*", help="overrides for the per-epoch measurement")
+    args = parser.parse_args()
+    warnings.filterwarnings("ignore")
+    logging.getLogger("lightning").setLevel(logging.ERROR)
+    logging.getLogger("reglab").setLevel(logging.WARNING)
+    print(f"machine: {torch.get_num_threads()} torch threads, torch {torch.__version__}")
+    if args.startup:
+        startup()
+    elif args.study:
+        study()
+    else:
+        per_epoch(args.overrides)
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    main()

@@ -79,8 +79,8 @@ def test_image_options_train_and_log_a_grid(make_cfg, tmp_path, option):
     assert metrics["test"]["test/acc"] > 0.3
     events = EventAccumulator(str(tmp_path / "run" / "tensorboard"), size_guidance={"images": 0})
     events.Reload()
-    assert events.Tags()["images"] == ["augmentation/train_batch"]
-    assert len(events.Images("augmentation/train_batch")) == 1  # once per run
+    assert events.Tags()["images"] == ["watch/augmentation"]
+    assert len(events.Images("watch/augmentation")) == 1  # once per run
 
 
 def test_noise_on_regression(make_cfg, tmp_path):

@@ -160,7 +160,8 @@ def test_the_grid_state_survives_a_checkpoint(fake_tensorboard):
     first = BatchAugmentation(ops=[{"noise": {"std": 0.1}}])
     for index in range(3):
         first.on_train_batch_start(_Trainer(fake_tensorboard), None, batch, index)
-    assert fake_tensorboard.images == [("augmentation/train_batch", (32, 1, 8, 8), 0)]
+    # One picture: 16 images upscaled to 64 x 64 in a 4 x 4 grid with 2-pixel gaps.
+    assert fake_tensorboard.images == [("watch/augmentation", (1, 1, 262, 262), 0)]
 
     resumed = BatchAugmentation(ops=[{"noise": {"std": 0.1}}])  # a new process, a new callback
     resumed.load_state_dict(first.state_dict())
@@ -177,7 +178,7 @@ def test_the_grid_state_survives_a_checkpoint(fake_tensorboard):
 def _images(run_dir: Path) -> list:
     events = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"images": 0})
     events.Reload()
-    tag = "augmentation/train_batch"
+    tag = "watch/augmentation"
     return events.Images(tag) if tag in events.Tags()["images"] else []
 
 

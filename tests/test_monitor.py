@@ -61,11 +61,12 @@ def test_monitor_writes_scalars_every_k_epochs(make_cfg, tmp_path):
     events = EventAccumulator(str(tmp_path / "run" / "tensorboard"))
     events.Reload()
     scalars = events.Tags()["scalars"]
-    assert "activations/block_1.relu/var" in scalars
-    assert "weights/block_1.linear.weight" in scalars
-    steps = [event.step for event in events.Scalars("weights/head.weight")]
-    assert steps == [0, 2, 4]  # at init, then after epochs 2 and 4
-    norms = [event.value for event in events.Scalars("weights/head.weight")]
+    assert "watch/activation_var/block_1.relu" in scalars
+    assert "watch/weight_norm/block_1.linear.weight" in scalars
+    steps = [event.step for event in events.Scalars("watch/weight_norm/head.weight")]
+    epoch_ends = [event.step for event in events.Scalars("Train/loss")]  # the training curve's
+    assert steps == [0, epoch_ends[1], epoch_ends[3]]  # at init, then after epochs 2 and 4
+    norms = [event.value for event in events.Scalars("watch/weight_norm/head.weight")]
     assert norms[0] != norms[-1]
     assert read_metrics(tmp_path / "run")["status"] == "ok"
 

@@ -393,6 +393,7 @@ class SaveWeightsPerRank(L.Callback):
 SPEC_WITHOUT_BN = {"layers": [layer for layer in SPEC["layers"] if layer != "batch_norm1d"]}
 
 
+@pytest.mark.slow  # a real subprocess or sweep; CI runs the slow tests
 @pytest.mark.parametrize("penalty", [SETTINGS[2]], ids=["elastic_net"])
 def test_ddp_two_processes_equal_one_process_on_the_global_batch(tmp_path, penalty):
     torch.manual_seed(0)
@@ -425,15 +426,9 @@ def test_penalty_gradient_is_added_before_clipping(penalty):
     assert not torch.allclose(got["net.head.weight"], unclipped["net.head.weight"], atol=1e-6)
 
 
-# ElasticNet has both parts, so it runs by default; L1 and L2 alone are in the slow set.
-@pytest.mark.parametrize(
-    "penalty",
-    [
-        pytest.param(p, marks=pytest.mark.slow) if p["kind"] != "elastic_net" else p
-        for p in SETTINGS
-    ],
-    ids=lambda p: p["kind"],
-)
+# Two processes each: the slow set (CI runs it).
+@pytest.mark.slow
+@pytest.mark.parametrize("penalty", SETTINGS, ids=lambda p: p["kind"])
 def test_ddp_cpu_preset_equals_one_process_on_the_global_batch(tmp_path, penalty):
     # As a user types it: trainer=ddp_cpu (2 gloo processes, 16 samples each) against one process
     # on batches of 32. Ranks shard each epoch's permutation alternately, so every global batch is

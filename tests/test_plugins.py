@@ -76,6 +76,7 @@ def _user_files(tmp_path: Path) -> dict[str, str]:
     return {"PYTHONPATH": str(tmp_path)}
 
 
+@pytest.mark.slow  # a real subprocess or sweep; CI runs the slow tests
 def test_a_plugin_module_registers_a_layer_and_a_penalty_for_a_sweep(tmp_path):
     env = _user_files(tmp_path)
     result = run_train_py(

@@ -9,19 +9,27 @@ from __future__ import annotations
 
 import csv
 import math
+import warnings
 from functools import cache
 from pathlib import Path
 
 import numpy as np
+import optuna
 import pytest
 import yaml
 from hydra import compose, initialize_config_dir
+from matplotlib import image
 from omegaconf import OmegaConf
 from scipy import stats
 
 from conftest import CONF_DIR, compose_config
 from reglab.records import write_record
-from reglab.report.cli import build_report
+from reglab.report import ConfigRow, Job
+from reglab.report.cli import build_plots, build_report
+from reglab.report.layout import MAX_LEGEND
+from reglab.report.optuna_plots import history_figure, importances_figure, plot_study
+from reglab.report.plots import bars_figure, curves_figure, row_label, strength_figure
+from reglab.report.table import mean_ci
 
 
 @cache
@@ -47,6 +55,7 @@ def write_job(
     composed: bool = True,
     status: str = "ok",
     wall_time_s: float = 1.0,
+    tags: list[str] | None = None,
 ) -> Path:
     """One job folder; `seed=<s>` among `overrides` is the run's seed."""
     folder = sweep / f"{number}_{','.join(overrides)}"
@@ -56,6 +65,8 @@ def write_job(
     if composed:
         (folder / ".hydra" / "config.yaml").write_text(_config_yaml(overrides))
     record = {"status": status, "seed": int(given.get("seed", 42)), "overrides": overrides}
+    if tags is not None:
+        record["tags"] = tags
     if status == "ok":
         record |= {"test": test, "epochs_run": 3, "wall_time_s": wall_time_s}
     else:
@@ -95,14 +106,19 @@ SAMPLES = {
 }
 
 
-def test_ci_and_welch_p_match_scipy(tmp_path):
+def write_samples(sweep: Path) -> None:
+    """One job per value of SAMPLES (test/acc, and test/loss = 1 - acc²)."""
     number = 0
     for option, values in SAMPLES.items():
         for seed, acc in enumerate(values):
             overrides = [f"regularization={option}", f"seed={seed}"]
             test = {"test/acc": acc, "test/loss": 1 - acc**2}
-            write_job(tmp_path, number, overrides, test, wall_time_s=10.0 + number)
+            write_job(sweep, number, overrides, test, wall_time_s=10.0 + number)
             number += 1
+
+
+def test_ci_and_welch_p_match_scipy(tmp_path):
+    write_samples(tmp_path)
     build_report(tmp_path, metrics=["test/acc", "test/loss", "wall_time_s"])
     table = read_csv(tmp_path)
     base = table["regularization=none"]
@@ -259,4 +275,261 @@ def test_a_single_run_shows_its_value_without_spread(tmp_path):
     cell = md_row(tmp_path, "regularization=l2").strip("| ").split(" | ")[4]
     assert cell == "0.875; Δ +0.025"
     assert "±" not in cell and "p=" not in cell
-    assert "0.85 ± 0.07071 (±0.6353)" in md_row(tmp_path, "regularization=none")
+    # Two runs: 0.85 ± 0.6353 (t(0.975, 1) = 12.7), printed to the ±'s one digit.
+    assert "| 0.9 ± 0.6 |" in md_row(tmp_path, "regularization=none")
+
+
+def test_the_report_filters_by_tags_and_names_them(tmp_path):
+    write_job(tmp_path, 0, ["regularization=none", "seed=0"], {"test/acc": 0.8}, tags=["paper"])
+    write_job(
+        tmp_path, 1, ["regularization=none", "seed=1"], {"test/acc": 0.9}, tags=["paper", "v2"]
+    )
+    write_job(tmp_path, 2, ["regularization=none", "seed=2"], {"test/acc": 0.1}, tags=["dev"])
+    build_report(tmp_path, metrics=["test/acc"], tags=["paper"])
+    row = read_csv(tmp_path)["default"]
+    assert int(row["test/acc n"]) == 2 and float(row["test/acc mean"]) == pytest.approx(0.85)
+    assert "Tags of these runs: paper, v2." in (tmp_path / "report.md").read_text()
+    build_report(tmp_path, metrics=["test/acc"])  # no filter: all three, tags listed
+    assert int(read_csv(tmp_path)["default"]["test/acc n"]) == 3
+    assert "Tags of these runs: dev, paper, v2." in (tmp_path / "report.md").read_text()
+    with pytest.raises(SystemExit, match="tagged nope"):
+        build_report(tmp_path, metrics=["test/acc"], tags=["nope"])
+
+
+# (mean, 95 % CI half-width) -> what report.md prints. The ± keeps one significant digit, two
+# when that digit is a 1; the mean stops at the same decimal place.
+ROUNDED = [
+    (0.96812, 0.0041, "0.968 ± 0.004"),
+    (0.96812, 0.0449, "0.97 ± 0.04"),
+    (0.96812, 0.35, "1.0 ± 0.4"),
+    (0.96812, 0.0149, "0.968 ± 0.015"),  # a leading 1 keeps two digits
+    (0.96812, 0.0155, "0.968 ± 0.016"),
+    (0.96812, 0.0196, "0.968 ± 0.020"),
+    (0.96812, 0.0096, "0.968 ± 0.010"),  # rounds up to a leading 1: two digits
+    (0.85, 0.6353, "0.9 ± 0.6"),  # a half rounds away from zero, from the decimal 0.85
+    (0.5, 0.96, "0.5 ± 1.0"),
+    (1234.5, 35.0, "1230 ± 40"),
+    (1234.5, 9.6, "1235 ± 10"),
+    (12.25, 0.15, "12.25 ± 0.15"),
+    (-0.1234, 0.025, "-0.12 ± 0.03"),
+    (-0.0004, 0.003, "0.000 ± 0.003"),  # never "-0.000"
+    (3.2e-5, 1.1e-5, "0.000032 ± 0.000011"),
+    (0.8, 0.0, "0.8 ± 0"),  # identical runs
+    (0.87654321, math.nan, "0.8765"),  # a single run: its value, 4 significant digits
+    (0.8, 1e-17, "0.8 ± 1e-17"),  # float noise: significant digits, not 17 zeros
+]
+
+
+@pytest.mark.parametrize(("mean", "halfwidth", "text"), ROUNDED)
+def test_mean_and_ci_are_printed_to_the_precision_of_the_ci(mean, halfwidth, text):
+    assert mean_ci(mean, halfwidth) == text
+
+
+def test_report_md_rounds_to_the_ci_and_the_csv_keeps_every_digit(tmp_path):
+    write_samples(tmp_path)
+    build_report(tmp_path, metrics=["test/acc"])
+
+    def cell(label: str) -> str:
+        return md_row(tmp_path, label).strip("| ").split(" | ")[4]
+
+    none, l2, l1 = SAMPLES["none"], SAMPLES["l2"], SAMPLES["l1"]
+    # none: 0.828 ± 0.0296; l2: 0.902 ± 0.0239, Δ 0.074; l1: 0.7233 ± 0.0625, Δ -0.1047.
+    assert cell("regularization=none") == "0.83 ± 0.03"
+    assert cell("regularization=l2") == f"0.90 ± 0.02; Δ +0.07, p={welch_p(l2, none):.2g}"
+    assert cell("regularization=l1") == f"0.72 ± 0.06; Δ -0.10, p={welch_p(l1, none):.2g}"
+    table = read_csv(tmp_path)
+    assert float(table["regularization=l1"]["test/acc mean"]) == float(np.mean(l1))
+    assert float(table["regularization=l2"]["test/acc ci95"]) == pytest.approx(ci95(l2), rel=1e-15)
+
+
+# --- plots: nothing clipped, the legend beside the axes and of bounded length ------------------
+
+
+def job(overrides: dict[str, str], history: list[dict[str, float]] | None = None) -> Job:
+    return Job(folder=Path("/nowhere"), overrides=overrides, status="ok", history=history or [])
+
+
+def config_row(
+    pairs: list[tuple[str, str]], accs: list[float], shown: tuple[str, ...], **kwargs
+) -> ConfigRow:
+    """A configuration of len(accs) runs; each run's val/loss falls from 2 to its final value."""
+    jobs = [
+        job(dict(pairs), [{"epoch": e, "val/loss": (1 - acc) + 2 / (e + 1)} for e in range(4)])
+        for acc in accs
+    ]
+    return ConfigRow(
+        key=tuple(sorted(pairs)), shown=shown, values={"test/acc": accs}, jobs=jobs, **kwargs
+    )
+
+
+SEARCH_KEYS = (
+    "model.dropout",
+    "optimizer.lr",
+    "regularization.l1_ratio",
+    "regularization.method",
+    "regularization.strength",
+)
+
+
+def search_rows(count: int) -> list[ConfigRow]:
+    """An Optuna study's trials: each its own configuration, floats with every digit."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for trial in range(count):
+        values = (
+            repr(float(rng.uniform(0, 0.6))),
+            repr(float(10 ** rng.uniform(-4, -2))),
+            repr(float(rng.uniform(0.05, 1))),
+            "proximal" if trial % 2 else "gradient",
+            repr(float(10 ** rng.uniform(-6, -1))),
+        )
+        pairs = list(zip(SEARCH_KEYS, values, strict=True))
+        rows.append(config_row(pairs, [float(rng.uniform(0.85, 0.97))], SEARCH_KEYS))
+    return rows
+
+
+def sweep_rows(settings: int) -> list[ConfigRow]:
+    """A baseline and `settings` settings of two other knobs, each at three strengths, 3 seeds."""
+    shown = ("data.train_fraction", "model.dropout", "regularization", "regularization.strength")
+    rows = [
+        config_row(
+            [("regularization", "none"), ("model.dropout", "0.1")],
+            [0.9, 0.91, 0.92],
+            shown,
+            is_baseline=True,
+        )
+    ]
+    for setting in range(settings):
+        for strength in ("1e-4", "1e-3", "1e-2"):
+            pairs = [
+                ("regularization", "elastic_net"),
+                ("regularization.strength", strength),
+                ("model.dropout", repr(0.05 * setting + 0.0123456789)),
+                ("data.train_fraction", repr(1 - 0.03 * setting - 0.00987654321)),
+            ]
+            base = 0.9 + 0.003 * setting - float(strength)
+            rows.append(config_row(pairs, [base, base + 0.01, base - 0.01], shown))
+    return rows
+
+
+def drawn_within_the_figure(figure, legend_inside: bool = False) -> None:
+    """Lay out and draw `figure` (a layout failure is an error); everything drawn lies inside it.
+
+    Titles, axis labels and legend texts are checked one by one; `get_tightbbox` covers the tick
+    labels actually drawn. A legend sits beside the axes, not over the data, or with
+    `legend_inside` (a short one) within the axes, not overflowing them.
+    """
+    with warnings.catch_warnings():
+        # "constrained_layout not applied" (axes collapsed), "Tight layout not applied"
+        warnings.simplefilter("error")
+        figure.canvas.draw()
+    renderer = figure.canvas.get_renderer()
+    width, height = figure.get_size_inches()
+    drawn = figure.get_tightbbox(renderer)  # inches
+    assert drawn.x0 >= 0 and drawn.y0 >= 0, drawn
+    assert drawn.x1 <= width + 1e-6 and drawn.y1 <= height + 1e-6, (drawn, width, height)
+    inside = figure.bbox.padded(0.5)  # display units; half a pixel for rounding
+    for axes in figure.axes:
+        texts = [axes.title, axes.xaxis.label, axes.yaxis.label]
+        legend = axes.get_legend()
+        if legend is not None:
+            box = legend.get_window_extent(renderer)
+            assert inside.containsx(box.x0) and inside.containsx(box.x1), box
+            assert inside.containsy(box.y0) and inside.containsy(box.y1), box
+            frame = axes.get_window_extent(renderer)
+            if legend_inside:
+                assert frame.containsx(box.x0) and frame.containsx(box.x1), "legend overflows"
+                assert frame.containsy(box.y0) and frame.containsy(box.y1), "legend overflows"
+            else:
+                assert box.x0 >= frame.x1, "legend over the axes"
+            texts += legend.get_texts()
+        for text in texts:
+            if text.get_text():
+                box = text.get_window_extent(renderer)
+                assert inside.containsx(box.x0) and inside.containsx(box.x1), text.get_text()
+                assert inside.containsy(box.y0) and inside.containsy(box.y1), text.get_text()
+
+
+def legend_texts(figure) -> list[str]:
+    return [text.get_text() for text in figure.axes[0].get_legend().get_texts()]
+
+
+def test_plots_of_a_search_fit_their_labels_and_name_at_most_max_legend_curves(tmp_path):
+    rows = search_rows(14)
+    curves = curves_figure(rows)
+    drawn_within_the_figure(curves)
+    names = legend_texts(curves)
+    # The MAX_LEGEND curves ending lowest (val/loss = 1.5 - acc) are named, in report order;
+    # the other four are grey under one entry.
+    assert len(names) == MAX_LEGEND + 1 and names[-1] == "4 others (see report.md)"
+    lowest = sorted(rows, key=lambda row: -row.values["test/acc"][0])[:MAX_LEGEND]
+    assert names[:-1] == [row_label(row) for row in rows if row in lowest]
+    # Labels are the differing keys cut to their last part, floats to 3 significant digits.
+    first = dict(rows[0].key)
+    assert row_label(rows[0]).replace("\n", " ") == (
+        f"dropout={float(first['model.dropout']):.3g}, lr={float(first['optimizer.lr']):.3g}, "
+        f"l1_ratio={float(first['regularization.l1_ratio']):.3g}, method=gradient, "
+        f"strength={float(first['regularization.strength']):.3g}"
+    )
+    assert max(len(line) for line in row_label(rows[0]).splitlines()) <= 48
+
+    bars = bars_figure(rows, "test/acc")
+    drawn_within_the_figure(bars)
+    axes = bars.axes[0]
+    renderer = bars.canvas.get_renderer()
+    ticks = axes.get_yticklabels()
+    assert len(ticks) == len(rows)  # one bar per configuration, each named in full
+    for tick in ticks:
+        box = tick.get_window_extent(renderer)
+        assert bars.bbox.containsx(box.x0) and box.x1 <= axes.get_window_extent(renderer).x0
+
+    # No strength has two values with the rest fixed: one scatter, no legend of 14 trials.
+    strength = strength_figure(rows, "test/acc")
+    drawn_within_the_figure(strength)
+    assert legend_texts(strength) == ["configurations"]
+
+    written = build_plots(rows, tmp_path, "test/acc")
+    assert [path.name for path in written] == [
+        "report_strength.png",
+        "report_bars.png",
+        "report_val_loss.png",
+    ]
+    assert all(image.imread(path).size for path in written)
+
+
+def test_strength_plot_names_the_baseline_and_at_most_max_legend_settings(tmp_path):
+    few = strength_figure(sweep_rows(2), "test/acc")
+    drawn_within_the_figure(few)
+    assert len(legend_texts(few)) == 3 and legend_texts(few)[0] == "regularization=none"
+
+    many = strength_figure(sweep_rows(13), "test/acc")
+    drawn_within_the_figure(many)
+    names = legend_texts(many)
+    assert len(names) == MAX_LEGEND + 2  # the baseline, the named settings, "3 others"
+    assert names[0] == "regularization=none" and names[-1] == "3 others (see report.md)"
+    assert all("dropout=" in name and "strength" not in name for name in names[1:-1])
+
+
+def test_optuna_plots_fit_long_names(tmp_path):
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    name = "a_study_whose_name_is_long_enough_to_overflow_the_title_of_the_history_plot"
+    study = optuna.create_study(
+        study_name=name, storage=f"sqlite:///{tmp_path / 'study.db'}", direction="maximize"
+    )
+    long_names = ["regularization.strengths.net.body.0.weight", "optimizer.lr", "model.dropout"]
+
+    def objective(trial):
+        x = [trial.suggest_float(n, 1e-4, 1.0, log=True) for n in long_names]
+        return x[0] - x[1] ** 2 + 0.1 * x[2]
+
+    study.optimize(objective, n_trials=12)
+    complete = study.trials
+    history = history_figure(study, complete)
+    drawn_within_the_figure(history, legend_inside=True)
+    assert "\n" in history.axes[0].get_title()  # the name is broken onto a second line
+    assert history.axes[0].get_ylabel() == "objective (maximized)"
+    importances = importances_figure(optuna.importance.get_param_importances(study))
+    drawn_within_the_figure(importances)
+    assert {t.get_text() for t in importances.axes[0].get_yticklabels()} == set(long_names)
+    written = {path.name for path in plot_study(tmp_path)}
+    assert written == {"report_optuna_history.png", "report_optuna_importances.png"}

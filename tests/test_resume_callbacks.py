@@ -77,9 +77,18 @@ def test_an_epoch_measured_again_replaces_its_record():
 
 
 def _weight_steps(run_dir: Path) -> list[int]:
+    return _steps(run_dir, "watch/weight_norm/head.weight")
+
+
+def _epoch_end_steps(run_dir: Path) -> list[int]:
+    """The steps of the training curve: the step of each epoch's last batch."""
+    return _steps(run_dir, "Train/loss")
+
+
+def _steps(run_dir: Path, tag: str) -> list[int]:
     events = EventAccumulator(str(run_dir / "tensorboard"))
     events.Reload()
-    return [event.step for event in events.Scalars("weights/head.weight")]
+    return [event.step for event in events.Scalars(tag)]
 
 
 def test_a_resumed_run_through_the_config_logs_only_its_own_epochs(tmp_path, caplog):
@@ -92,7 +101,9 @@ def test_a_resumed_run_through_the_config_logs_only_its_own_epochs(tmp_path, cap
         "callbacks.model_checkpoint.save_last=true",
     ]
     run_one(compose_config([*common, "trainer.max_epochs=2"], tmp_path / "first"))
-    assert _weight_steps(tmp_path / "first") == [0, 1, 2]  # at init, after epochs 1 and 2
+    # At init, after epochs 1 and 2 (on the training curve's x-axis).
+    assert _weight_steps(tmp_path / "first") == [0, *_epoch_end_steps(tmp_path / "first")]
+    assert len(_weight_steps(tmp_path / "first")) == 3
     assert len(_audit_messages(caplog)) == 2
     caplog.clear()
 
@@ -101,7 +112,8 @@ def test_a_resumed_run_through_the_config_logs_only_its_own_epochs(tmp_path, cap
         compose_config([*common, "trainer.max_epochs=4", f"ckpt_path={last}"], tmp_path / "resumed")
     )
     # No step 0: the resumed weights are not logged as the net at initialization.
-    assert _weight_steps(tmp_path / "resumed") == [3, 4]
+    assert _weight_steps(tmp_path / "resumed") == _epoch_end_steps(tmp_path / "resumed")[-2:]
+    assert len(_weight_steps(tmp_path / "resumed")) == 2  # epochs 3 and 4
     assert _audit_messages(caplog) == []
     metrics = read_metrics(tmp_path / "resumed")
     assert [row["epoch"] for row in metrics["history"]] == [0, 1, 2, 3]

@@ -42,9 +42,10 @@ def test_selu_net_default_run_reaches_95_percent_and_writes_everything(make_cfg,
     events = EventAccumulator(str(run_dir / "tensorboard"))
     events.Reload()
     scalars = set(events.Tags()["scalars"])
-    for tag in ("train/loss", "train/acc", "val/loss", "val/acc", "test/loss", "test/acc"):
+    # train/ and val/ are written as Train/ and Val/ so that TensorBoard shows them first.
+    for tag in ("Train/loss", "Train/acc", "Val/loss", "Val/acc", "test/loss", "test/acc"):
         assert tag in scalars, f"{tag} missing from TensorBoard: {sorted(scalars)}"
-    assert len(events.Scalars("val/loss")) == metrics["epochs_run"]
+    assert len(events.Scalars("Val/loss")) == metrics["epochs_run"]
 
 
 def test_test_metrics_come_from_the_best_checkpoint(make_cfg, tmp_path):
@@ -184,7 +185,7 @@ def test_tensorboard_graph_and_per_step_loss_are_opt_in(make_cfg, tmp_path):
     train(cfg)
     events = EventAccumulator(str(tmp_path / "run" / "tensorboard"))
     events.Reload()
-    steps = events.Scalars("train/loss_step")
+    steps = events.Scalars("Train/loss_step")
     assert len(steps) >= 1
     assert events.Tags()["graph"] is True
     assert any(node.name.startswith("RegLabModule") for node in events.Graph().node)

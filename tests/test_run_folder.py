@@ -24,6 +24,7 @@ def test_a_held_job_lock_is_refused_and_released_after_the_block(tmp_path):
         pass
 
 
+@pytest.mark.slow  # a real subprocess or sweep; CI runs the slow tests
 def test_a_sweep_resumed_while_another_process_runs_a_job_skips_that_job(tmp_path):
     sweep = tmp_path / "sweep"
     args = ["-m", *SMALL_RUN, "trainer.max_epochs=1", "seed=1,2", f"hydra.sweep.dir={sweep}"]

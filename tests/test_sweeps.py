@@ -31,6 +31,7 @@ def _is_png(path: Path) -> bool:
     return path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and matplotlib.image.imread(path).ndim == 3
 
 
+@pytest.mark.slow  # a real subprocess or sweep; CI runs the slow tests
 def test_sweep_report_matches_a_recomputation_from_metrics_json(tmp_path):
     result = run_train_py(
         [
@@ -104,6 +105,7 @@ def test_failed_job_is_recorded_and_resume_reruns_only_it(tmp_path):
     assert len(list((tmp_path / "outputs" / "multirun").glob("*/*"))) == 1  # same folder
 
 
+@pytest.mark.slow  # a real subprocess or sweep; CI runs the slow tests
 def test_a_sweep_where_every_job_fails_exits_nonzero(tmp_path):
     result = run_train_py(["-m", "model=mlp", "model.init=bogus,worse", *QUIET], cwd=tmp_path)
     assert result.returncode != 0
@@ -127,6 +129,7 @@ def test_experiments_compose_with_their_sweep_params(tmp_path, experiment):
             compose_config([f"experiment={experiment}", f"{key}={value}"], tmp_path / "x")
 
 
+@pytest.mark.slow  # a real subprocess or sweep; CI runs the slow tests
 @pytest.mark.parametrize(
     "launcher",
     [["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"], ["hydra/launcher=submitit_local"]],

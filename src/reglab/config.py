@@ -13,14 +13,12 @@ from collections.abc import Iterator
 from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
-from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
-from rich.console import Console
-from rich.syntax import Syntax
-from rich.tree import Tree
 
 from reglab import checks
 from reglab.errors import ConfigError
+from reglab.log import rank_zero_only  # Lightning's, its rank set without importing Lightning
+from reglab.names import strategy_names
 
 # Config groups whose option is one callback that acts on training (an empty option: nothing).
 CONTROL_GROUPS = ("regularization", "dropout", "batchnorm", "augmentation", "early_stopping")
@@ -182,8 +180,6 @@ def monitor_mode(monitor: str, mode: str) -> str:
 
 def validate_trainer(trainer: DictConfig) -> None:
     """Lightning accepts some of these and fails mid-run (accumulate 0), or with a vague message."""
-    from lightning.pytorch.strategies import StrategyRegistry
-
     checks.integer("trainer.accumulate_grad_batches", trainer.get("accumulate_grad_batches", 1), 1)
     checks.integer("trainer.num_sanity_val_steps", trainer.get("num_sanity_val_steps", 2), -1)
     checks.integer("trainer.num_nodes", trainer.get("num_nodes", 1), 1)
@@ -205,7 +201,7 @@ def validate_trainer(trainer: DictConfig) -> None:
     checks.choice("trainer.precision", str(trainer.get("precision", "32-true")), PRECISIONS)
     strategy = trainer.get("strategy", "auto")
     if isinstance(strategy, str):
-        checks.choice("trainer.strategy", strategy, ["auto", *StrategyRegistry])
+        checks.choice("trainer.strategy", strategy, strategy_names(strategy))
     accelerator = checks.choice(
         "trainer.accelerator", trainer.get("accelerator", "auto"), ACCELERATORS
     )
@@ -248,21 +244,27 @@ def _check_epochs(trainer: DictConfig) -> None:
 
 
 def _check_accelerator_available(accelerator: str) -> None:
+    if accelerator not in ("gpu", "cuda"):
+        return  # torch is imported only when it is asked about a GPU
     import torch
 
-    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+    if not torch.cuda.is_available():
         raise ConfigError(
             "trainer.accelerator", f"{accelerator!r} but no CUDA GPU is visible; use cpu or auto"
         )
 
 
 @rank_zero_only
-def print_config(cfg: DictConfig) -> None:
-    """Print the composed config as a tree, one branch per group."""
+def print_config(cfg: DictConfig, file: Any = None) -> None:
+    """Print the composed config as a tree, one branch per group (to `file`: plain text)."""
+    from rich.console import Console  # here: a config error answers without loading rich
+    from rich.syntax import Syntax
+    from rich.tree import Tree
+
     tree = Tree("config", guide_style="dim")
     keys = [k for k in PRINT_ORDER if k in cfg] + [k for k in cfg if k not in PRINT_ORDER]
     for key in keys:
         node = cfg[key]
         text = OmegaConf.to_yaml(node, resolve=True) if isinstance(node, DictConfig) else str(node)
         tree.add(key).add(Syntax(text, "yaml", theme="ansi_dark", background_color="default"))
-    Console().print(tree)
+    Console(file=file, no_color=file is not None, width=100 if file else None).print(tree)

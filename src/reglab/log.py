@@ -8,10 +8,23 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 
 from lightning_utilities.core.rank_zero import rank_zero_only
 
+from reglab.log_filters import DETAIL_LOGGER
+
 logger = logging.getLogger("reglab")
+# Details (every module's mode, ...): train.log only (conf/hydra/default.yaml), not the console.
+detail_logger = logging.getLogger(DETAIL_LOGGER)
+
+# Third-party messages that tell a reglab user nothing, silenced where they arise (by message).
+KNOWN_NOISE_WARNINGS = (
+    r".*isinstance\(treespec, LeafSpec\)` is deprecated",  # Lightning's pytree use, torch >= 2.9
+    r".*does not have many workers",  # in-memory loaders need none
+    r".*Checkpoint directory .* exists and is not empty",  # a resume into its own run folder
+    r".*smaller than the logging interval",  # metrics are per epoch; step logging is opt-in
+)
 
 # Lightning sets the rank when it is imported; a process that never imports it (the parent of a
 # joblib or submitit sweep) reads it from the environment as Lightning does.
@@ -33,12 +46,27 @@ def warning(message: str) -> None:
     logger.warning(message)
 
 
+@rank_zero_only
+def detail(message: str) -> None:
+    """Log `message` for the run's train.log only (the console shows reglab's own lines)."""
+    detail_logger.info(message)
+
+
+def silence_known_noise() -> None:
+    """Ignore the third-party warnings listed in KNOWN_NOISE_WARNINGS (and nothing else)."""
+    for pattern in KNOWN_NOISE_WARNINGS:
+        warnings.filterwarnings("ignore", message=pattern)
+
+
 def route_lightning_logs() -> None:
-    """Once logging is configured (Hydra's job logging), Lightning's messages go through it alone.
+    """Once logging is configured (Hydra's job logging), Lightning's messages and Python's
+    warnings go through it alone, known noise silenced.
 
     Lightning gives its `lightning` logger a console handler of its own when imported; messages
     would then be printed twice and only one copy would reach train.log.
     """
+    logging.captureWarnings(True)  # warnings reach train.log too, through the same handlers
+    silence_known_noise()
     if logging.getLogger().hasHandlers():
         lightning_logger = logging.getLogger("lightning")
         for handler in list(lightning_logger.handlers):

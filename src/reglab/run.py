@@ -6,6 +6,7 @@ import math
 import os
 import shutil
 import socket
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -14,15 +15,16 @@ from typing import Any
 
 import lightning as L
 import torch
+from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 import reglab
 from reglab import checks, log
-from reglab.callbacks import Control, EpochHistory, RandomState
+from reglab.callbacks import Control, EpochHistory, EpochLines, RandomState, WeightPenalty
 from reglab.checkpoint import LAST, check_matches, check_resumable, read_checkpoint, resolve
 from reglab.config import CONTROL_GROUPS, digest, neutral_config, plain, print_config, validate
 from reglab.errors import (
@@ -44,6 +46,7 @@ from reglab.sweep import (
     write_failure,
     write_status,
 )
+from reglab.tensorboard import write_hparams
 
 
 def train(cfg: DictConfig) -> float | None:
@@ -78,9 +81,7 @@ def run_one(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) ->
     log.route_lightning_logs()
     import_plugins(cfg.get("plugins") or [])  # also for runs not started by train.py
     validate(cfg)
-    if cfg.get("print_config", True):
-        print_config(cfg)
-    L.seed_everything(cfg.seed, workers=True)
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
     output_dir = Path(cfg.paths.output_dir)
     resume = resume_checkpoint(cfg)
     clear_previous_attempt(output_dir, resume)
@@ -93,7 +94,10 @@ def run_one(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) ->
         del checkpoint  # Lightning reads it again in fit
     if cfg.get("keep_outputs", True):
         check_writable(output_dir, checkpoint_bytes(model))
+    _write_config_tree(cfg, output_dir)
     controls = build_controls(cfg, model)
+    if "regularization" not in controls:  # no penalty: the same reg/ curves at strength 0
+        controls["regularization"] = WeightPenalty.baseline()
     if cfg.get("optimized_metric") is not None:  # known now, not after training
         check_optimized_metric(cfg.optimized_metric, model, list(controls.values()))
     if "augmentation" in controls:  # the data module applies it to training batches
@@ -106,10 +110,21 @@ def run_one(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) ->
         *_instantiate_all(cfg.get("callbacks"), "callbacks"),
         *(extra_callbacks or []),
     ]
+    progress = _progress(cfg)
+    if progress is not None:
+        callbacks.append(progress)
     loggers = _instantiate_all(cfg.get("logger"), "logger")
     trainer: L.Trainer = _instantiate(
-        cfg.trainer, "trainer", callbacks=callbacks, logger=loggers or False
+        cfg.trainer,
+        "trainer",
+        callbacks=callbacks,
+        logger=loggers or False,
+        enable_progress_bar=bool(cfg.trainer.get("enable_progress_bar", True))
+        and not in_multirun(),
     )
+    if not in_multirun():  # a sweep prints one line per job
+        for line in header(cfg, model, datamodule):
+            log.info(line)
 
     fit = fit_and_test(cfg, trainer, model, datamodule, history, resume)
     summary = summarize(cfg, fit, started)
@@ -118,6 +133,58 @@ def run_one(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) ->
     else:
         _remove_outputs(Path(cfg.paths.output_dir))
     return summary["objective"]
+
+
+def _write_config_tree(cfg: DictConfig, output_dir: Path) -> None:
+    """config_tree.txt in the run folder; the console shows it only with print_config=true."""
+    if cfg.get("print_config", False):
+        print_config(cfg)
+    if cfg.get("keep_outputs", True) and rank_zero_only.rank == 0:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        with open(output_dir / "config_tree.txt", "w") as file:
+            print_config(cfg, file=file)
+
+
+def _progress(cfg: DictConfig) -> L.Callback | None:
+    """One line per epoch where stdout is not a terminal (a log file); else Lightning's bar."""
+    wanted = cfg.trainer.get("enable_progress_bar", True) and not in_multirun()
+    return EpochLines() if wanted and not sys.stdout.isatty() else None
+
+
+def header(cfg: DictConfig, model: RegLabModule, datamodule: Any) -> list[str]:
+    """What runs, in two or three lines: model, data, optimizer, the controls, the run folder."""
+    choices = dict(HydraConfig.get().runtime.choices) if HydraConfig.initialized() else {}
+
+    def option(group: str) -> str:
+        node = cfg.get(group)
+        fallback = str(node.get("_target_", "")).rpartition(".")[2] if node else "none"
+        return str(choices.get(group) or fallback or "none")
+
+    params = sum(p.numel() for p in model.parameters())
+    sizes = " / ".join(f"{len(split.x)} {name}" for name, split in datamodule.splits.items())
+    optimizer = cfg.optimizer
+    lines = [
+        f"reglab: {option('model')} ({_count(params)} parameters) on {option('data')} ({sizes}), "
+        f"{option('optimizer')} lr {optimizer.get('lr')}, seed {cfg.seed}"
+    ]
+    controls = [f"{group}={option(group)}" for group in CONTROL_GROUPS if cfg.get(group)]
+    controls = [c for c in controls if not c.endswith("=none")]
+    if cfg.get("regularization") and "strength" in cfg.regularization and controls:
+        controls = [
+            f"{c} (strength {cfg.regularization.strength})" if c.startswith("regularization") else c
+            for c in controls
+        ]
+    if controls:
+        lines.append("reglab: " + ", ".join(controls))
+    lines.append(f"reglab: run folder {cfg.paths.output_dir}")
+    return lines
+
+
+def _count(n: int) -> str:
+    for unit, size in (("M", 1e6), ("K", 1e3)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return str(n)
 
 
 def build_data_and_model(cfg: DictConfig) -> tuple[L.LightningDataModule, RegLabModule]:
@@ -352,12 +419,16 @@ def config_digest(cfg: DictConfig) -> str:
 def _write_outputs(cfg: DictConfig, trainer: L.Trainer, summary: dict[str, Any]) -> None:
     output_dir = Path(cfg.paths.output_dir)
     write_record(output_dir, summary)  # last and atomic: a metrics.json is a finished run's
-    final_metrics = {**summary["test"], **{f"best/{k}": v for k, v in summary["best"].items()}}
     for logger in trainer.loggers:
         if isinstance(logger, TensorBoardLogger):
-            # The hparams table: this run's config next to its final metrics.
-            logger.log_hyperparams(_flat_params(cfg), metrics=final_metrics)
+            # The HPARAMS row: what this run set and its main knobs, beside its final metrics.
+            write_hparams(logger, cfg, summary, trainer.global_step)
         logger.finalize("success")
+    if in_multirun():  # one line per job: which, status, objective, time
+        objective = summary["objective"]
+        value = f"{cfg.optimized_metric}={objective:.4g}, " if objective is not None else ""
+        log.info(f"reglab: job {output_dir.name}: ok, {value}{summary['wall_time_s']:.1f}s")
+        return
     log.info(
         f"reglab: {summary['epochs_run']} epochs in {summary['wall_time_s']:.1f}s, "
         f"best epoch {summary['best_epoch']}, "
@@ -369,12 +440,6 @@ def _write_outputs(cfg: DictConfig, trainer: L.Trainer, summary: dict[str, Any])
 @rank_zero_only
 def _remove_outputs(output_dir: Path) -> None:
     shutil.rmtree(output_dir, ignore_errors=True)
-
-
-def _flat_params(cfg: DictConfig) -> dict[str, Any]:
-    plain_config = OmegaConf.to_container(cfg, resolve=True)
-    plain_config.pop("paths", None)
-    return plain_config
 
 
 def _lookup(summary: dict[str, Any], name: str | None) -> float | None:

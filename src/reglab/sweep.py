@@ -20,7 +20,6 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from reglab import log
 from reglab.errors import first_line
 from reglab.records import read_record, write_record
 
@@ -40,10 +39,29 @@ def job_dirname(overrides: str) -> str:
     return f"{name[:MAX_DIRNAME]}~{digest}"
 
 
+def job_folder(num: int, sweep_dir: str, overrides: list[str]) -> str:
+    """A sweep job's folder: its number and the overrides that differ between the sweep's jobs.
+
+    Registered as the `reglab_job_folder` resolver (hydra.sweep.subdir). The swept keys are read
+    from the sweep's multirun.yaml, which Hydra writes before the first job; without it, every
+    override counts. TensorBoard names a run by this folder, so the names stay short.
+    """
+    from reglab.tensorboard import run_name, swept_keys  # here: train.py imports this module
+
+    multirun = Path(sweep_dir) / "multirun.yaml"
+    if multirun.is_file():
+        swept = swept_keys(OmegaConf.load(multirun))
+    else:
+        swept = {item.partition("=")[0].lstrip("+") for item in overrides}
+    return job_dirname(run_name(num, list(overrides), swept))
+
+
 def register_resolvers() -> None:
-    """Make `${reglab_dirname:...}` available to the configs (idempotent)."""
+    """Make `${reglab_dirname:...}` and `${reglab_job_folder:...}` available (idempotent)."""
     if not OmegaConf.has_resolver("reglab_dirname"):
         OmegaConf.register_new_resolver("reglab_dirname", job_dirname)
+    if not OmegaConf.has_resolver("reglab_job_folder"):
+        OmegaConf.register_new_resolver("reglab_job_folder", job_folder)
 
 
 def in_multirun() -> bool:
@@ -102,6 +120,8 @@ class SweepSummary(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         """Print the counts; fail the command if nothing succeeded."""
+        from reglab import log  # here: train.py imports this module, and --help needs no logging
+
         sweep_dir = Path(config.hydra.sweep.dir)
         counts = {"ok": 0, "failed": 0, "skipped": 0, "missing": 0}
         failures = []

@@ -4,9 +4,12 @@ It does not change training. At the start of training (the net as initialized) a
 `every_n_epochs` epochs after validation, it runs a fixed batch of validation inputs through the
 net in eval mode with forward hooks on every leaf layer, and records each layer's output mean and
 variance and each weight's Frobenius norm, in `self.records` and as TensorBoard scalars
-(`activations/<layer>/mean|var`, `weights/<name>`). This is how the SELU fixed point (mean 0,
-variance 1 from layer to layer) and a penalty's shrinkage become visible. Checkpoints carry the
-records, so a resumed run continues them (the resumed weights are not measured as initialization).
+(`watch/activation_mean/<layer>`, `watch/activation_var/<layer>`, `watch/weight_norm/<name>`).
+This is how the SELU fixed point (mean 0, variance 1 from layer to layer) and a penalty's
+shrinkage become visible. The scalars share the training curves' x-axis (the step of an epoch's
+last batch; the net as initialized is step 0), and their `watch/` group sorts after the curves'
+groups, so TensorBoard shows them last (`reglab.tensorboard`). Checkpoints carry the records, so
+a resumed run continues them (the resumed weights are not measured as initialization).
 """
 
 from __future__ import annotations
@@ -87,17 +90,11 @@ class ActivationMonitor(L.Callback):
         self.records = [r for r in self.records if r["epoch"] != epoch] + [
             {"epoch": epoch, **stats}
         ]
-        for logger in trainer.loggers:
-            if isinstance(logger, TensorBoardLogger) and trainer.is_global_zero:
-                for name in stats["mean"]:
-                    logger.experiment.add_scalar(
-                        f"activations/{name}/mean", stats["mean"][name], epoch + 1
-                    )
-                    logger.experiment.add_scalar(
-                        f"activations/{name}/var", stats["var"][name], epoch + 1
-                    )
-                for name, norm in stats["weight_norm"].items():
-                    logger.experiment.add_scalar(f"weights/{name}", norm, epoch + 1)
+        if trainer.is_global_zero:
+            # One x-axis with train/ and val/: Lightning logs an epoch's metrics at the step of
+            # its last batch, global_step - 1. The net as initialized is step 0.
+            step = 0 if epoch < 0 else max(trainer.global_step - 1, 0)
+            write_scalars(trainer, tensorboard_tags(stats), step)
 
     @override
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -118,3 +115,19 @@ class ActivationMonitor(L.Callback):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.records = list(state_dict["records"])
         self.measured_init = state_dict["measured_init"]
+
+
+def tensorboard_tags(stats: dict[str, dict[str, float]]) -> dict[str, float]:
+    """The TensorBoard tags of one measurement (see the module docstring)."""
+    tags = {f"watch/activation_mean/{name}": value for name, value in stats["mean"].items()}
+    tags |= {f"watch/activation_var/{name}": value for name, value in stats["var"].items()}
+    tags |= {f"watch/weight_norm/{name}": value for name, value in stats["weight_norm"].items()}
+    return tags
+
+
+def write_scalars(trainer: L.Trainer, scalars: dict[str, float], step: int) -> None:
+    """`scalars` at `step` to every TensorBoard logger of the trainer."""
+    for logger in trainer.loggers:
+        if isinstance(logger, TensorBoardLogger):
+            for tag, value in scalars.items():
+                logger.experiment.add_scalar(tag, value, step)

@@ -8,12 +8,14 @@ cutmix). Mixing turns labels into soft targets (one-hot mixtures; the loss takes
 This callback is the transform: `reglab.run` hands it to the data module
 (`datamodule.train_batch_transform`), which calls it on training batches after they reached their
 device; validation and test see the data as it is. As a callback it refuses, before training,
-image ops on non-image data and mixing on regression, and logs one grid of augmented training
-images to TensorBoard per run (a resumed run does not log it again).
+image ops on non-image data and mixing on regression, and logs one picture per run to
+TensorBoard (`watch/augmentation`; a resumed run does not log it again): the first training
+batch as it was on the left, as augmented on the right, upscaled so that 8x8 digits can be seen.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -31,6 +33,8 @@ from reglab.errors import ConfigError
 from reglab.registry import Registry
 
 Batch = tuple[torch.Tensor, torch.Tensor]
+# How many samples of the first training batch the picture shows (a 4 x 4 grid a side).
+PICTURED = 16
 
 
 @dataclass(frozen=True)
@@ -84,6 +88,8 @@ class BatchAugmentation(Control):
         self.mixing: Mixing | None = None
         self.num_classes: int | None = None
         self.logged = False
+        # The first training batch before augmentation, kept until its picture is logged.
+        self.original: torch.Tensor | None = None
 
     @override
     def check(self, pl_module: L.LightningModule) -> None:
@@ -113,6 +119,8 @@ class BatchAugmentation(Control):
         if self.pipeline is None:
             raise RuntimeError("BatchAugmentation: call check(pl_module) (or fit with it) first")
         x, y = batch
+        if self.wants_picture(x) and self.original is None:
+            self.original = x[:PICTURED].detach().clone()
         x = self.pipeline(x)
         if self.mixing is not None:
             soft = y if y.is_floating_point() else F.one_hot(y, self.num_classes).to(x.dtype)
@@ -125,11 +133,16 @@ class BatchAugmentation(Control):
     ) -> None:
         # The data module augmented this batch already (on_after_batch_transfer runs first).
         x = batch[0]
-        if self.logged or not self.log_images or x.ndim != 4:
+        if not self.wants_picture(x):
             return
         self.logged = True
         if trainer.is_global_zero:
-            log_grid(trainer, x)
+            log_picture(trainer, self.original, x[:PICTURED])
+        self.original = None
+
+    def wants_picture(self, x: torch.Tensor) -> bool:
+        """Whether the batch `x` is a batch of images and the run's picture is still to log."""
+        return self.log_images and not self.logged and x.ndim == 4
 
     @override
     def state_dict(self) -> dict[str, Any]:
@@ -140,12 +153,53 @@ class BatchAugmentation(Control):
         self.logged = bool(state_dict.get("logged", False))
 
 
-def log_grid(trainer: L.Trainer, x: torch.Tensor) -> None:
-    """Up to 32 images of `x`, each scaled to [0, 1], to every TensorBoard logger."""
-    images = x[:32].detach().float().cpu()
-    low = images.amin(dim=(1, 2, 3), keepdim=True)
-    high = images.amax(dim=(1, 2, 3), keepdim=True)
-    images = (images - low) / (high - low).clamp_min(1e-8)
+def log_picture(trainer: L.Trainer, original: torch.Tensor | None, augmented: torch.Tensor) -> None:
+    """The original and augmented images side by side (`picture`), to every TensorBoard logger.
+
+    Without the original (the batch did not pass through this callback) the augmented images alone.
+    """
+    panels = [augmented] if original is None else [original, augmented]
+    image = picture(*(panel.detach().float().cpu() for panel in panels))
     for logger in trainer.loggers:
         if isinstance(logger, TensorBoardLogger):
-            logger.experiment.add_images("augmentation/train_batch", images, trainer.global_step)
+            logger.experiment.add_images("watch/augmentation", image[None], trainer.global_step)
+
+
+def picture(*panels: torch.Tensor, columns: int = 4, size: int = 64, gap: int = 2) -> torch.Tensor:
+    """Image batches (N, C, H, W) as panels side by side, one (C, H', W') image in [0, 1].
+
+    Each panel is a grid of `columns` images a row, each upscaled (nearest neighbour, a whole
+    factor) to at least `size` pixels, with `gap` white pixels between images and 4 * `gap`
+    between panels. Sample i is scaled by the minimum and maximum over all panels' sample i, so
+    the same value has the same grey on the left and on the right.
+    """
+    stacked = torch.stack(panels)  # (panels, N, C, H, W)
+    low = stacked.amin(dim=(0, 2, 3, 4), keepdim=True)
+    high = stacked.amax(dim=(0, 2, 3, 4), keepdim=True)
+    stacked = (stacked - low) / (high - low).clamp_min(1e-8)
+    height, width = stacked.shape[-2:]
+    factor = max(1, math.ceil(size / max(height, width)))
+    grids = [
+        grid(panel.repeat_interleave(factor, -2).repeat_interleave(factor, -1), columns, gap)
+        for panel in stacked
+    ]
+    separator = torch.ones(grids[0].shape[0], grids[0].shape[1], 4 * gap)
+    parts = [grids[0]]
+    for next_grid in grids[1:]:
+        parts += [separator, next_grid]
+    return torch.cat(parts, dim=-1)
+
+
+def grid(images: torch.Tensor, columns: int, gap: int) -> torch.Tensor:
+    """(N, C, H, W) images in rows of `columns`, `gap` white pixels apart: one (C, H', W') image."""
+    count, channels, height, width = images.shape
+    rows = math.ceil(count / columns)
+    columns = min(columns, count)
+    out = torch.ones(
+        channels, rows * height + (rows - 1) * gap, columns * width + (columns - 1) * gap
+    )
+    for index, image in enumerate(images):
+        top = (index // columns) * (height + gap)
+        left = (index % columns) * (width + gap)
+        out[:, top : top + height, left : left + width] = image
+    return out

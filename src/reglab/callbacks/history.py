@@ -63,12 +63,17 @@ class EpochHistory(L.Callback):
     def on_save_checkpoint(
         self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
     ) -> None:
-        if self._finished_epoch is None or not hasattr(pl_module, "epoch_metrics"):
+        if self._finished_epoch is None:
             return
+        # The module's train metrics and those of callbacks logging at the epoch's end (reg/).
+        logged = {}
+        for source in [pl_module, *trainer.callbacks]:
+            if hasattr(source, "epoch_metrics"):
+                logged |= source.epoch_metrics("train")
         state = checkpoint["callbacks"][self.state_key]
         rows = {row["epoch"]: dict(row) for row in state["epochs"]}
         finished = rows.get(self._finished_epoch, {"epoch": self._finished_epoch})
-        rows[self._finished_epoch] = {**finished, **pl_module.epoch_metrics("train")}
+        rows[self._finished_epoch] = {**finished, **logged}
         state["epochs"] = [rows[epoch] for epoch in sorted(rows)]
 
     def frozen(self) -> EpochHistory:

@@ -3,8 +3,9 @@
 It does not change training. At the first batch of every validation and test epoch it asserts that
 no module of the model is in train mode: dropout off, BatchNorm on its running statistics. (MC
 dropout switches dropout on only inside its own extra passes, so it passes the audit too.) Once
-per run, a resumed run included, it logs the mode of every module during training and during
-evaluation. The check costs one walk over the modules per evaluation epoch.
+per run, a resumed run included, it says so in one line (`eval mode ok: 2 dropout, 1 batchnorm`)
+and writes the mode of every module during training and during evaluation to train.log. The check
+costs one walk over the modules per evaluation epoch.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from lightning.pytorch.trainer.states import RunningStage
 from typing_extensions import override
 
 from reglab import log
-from reglab.nn.modes import modes
+from reglab.nn.modes import batchnorm_modules, dropout_modules, modes
 
 
 class EvalModeAudit(L.Callback):
@@ -31,7 +32,10 @@ class EvalModeAudit(L.Callback):
         self.reported.add(phase)
         net = getattr(pl_module, "net", pl_module)
         listing = ", ".join(f"{name}={mode}" for name, mode in modes(net).items())
-        log.info(f"reglab mode audit ({phase}): {listing}")
+        log.detail(f"reglab mode audit ({phase}): {listing}")
+        if phase == "evaluation":  # reached only when the check below passed
+            counts = f"{len(dropout_modules(net))} dropout, {len(batchnorm_modules(net))} batchnorm"
+            log.info(f"reglab: eval mode ok: {counts}")
 
     @override
     def on_train_batch_start(
@@ -50,7 +54,6 @@ class EvalModeAudit(L.Callback):
     ) -> None:
         if batch_idx != 0:
             return
-        self._report_once("evaluation", pl_module)
         net = getattr(pl_module, "net", pl_module)
         training = [name for name, mode in modes(net).items() if mode == "train"]
         if training:
@@ -59,6 +62,7 @@ class EvalModeAudit(L.Callback):
                 f"{stage} ran with modules in train mode (dropout on / BatchNorm updating): "
                 + ", ".join(training)
             )
+        self._report_once("evaluation", pl_module)
 
     on_test_batch_start = on_validation_batch_start
 

@@ -27,6 +27,10 @@ The strength can ramp linearly from 0 over `warmup_epochs`; the factor is derive
 number, so the callback holds no state across epochs and a resumed run needs no state_dict.
 Each epoch it logs the strength (the configured one, not the threshold), the penalty, the data
 loss, their sum, the L1/L2 norms of the penalized weights and their fraction of (near) zeros.
+A run without a penalty (`regularization=none`, which builds no callback) gets
+`WeightPenalty.baseline()` from `reglab.run`: strength 0, so it does no gradient or proximal
+work and logs the same `reg/` statistics of the same weights, and baselines overlay the
+penalized runs.
 """
 
 from __future__ import annotations
@@ -100,6 +104,12 @@ class WeightPenalty(Control):
         self.groups: list[PenaltyGroup] = []
         self._scale = 1.0
         self._hooks: list[RemovableHandle] = []
+        self.last_logged: dict[str, float] = {}  # what the latest epoch end logged
+
+    @classmethod
+    def baseline(cls) -> WeightPenalty:
+        """No penalty (strength 0), only the `reg/` statistics of the default weights."""
+        return cls(kind="l2", strength=0.0)
 
     # --- set-up ---------------------------------------------------------------------------------
     def parameter_groups(self, pl_module: L.LightningModule) -> list[PenaltyGroup]:
@@ -122,9 +132,13 @@ class WeightPenalty(Control):
         super().setup(trainer, pl_module, stage)
         self.groups = self.parameter_groups(pl_module)
 
+    def penalizes(self) -> bool:
+        """Whether some parameter has a strength above 0 (else training is left as it is)."""
+        return self.strength > 0 or any(value > 0 for value in self.strengths.values())
+
     @override
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self.method != "proximal":
+        if self.method != "proximal" or not self.penalizes():
             return
         for optimizer in trainer.optimizers:
             for settings in optimizer.param_groups:
@@ -158,17 +172,22 @@ class WeightPenalty(Control):
         self._scale = self.scale(trainer.current_epoch)
 
     @override
+    @torch.no_grad()  # as torch.optim's own steps: a penalty kind may edit tensors in place
     def on_before_optimizer_step(
         self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: torch.optim.Optimizer
     ) -> None:
         # With the proximal method the non-smooth part is applied after the step, not here.
         smooth_only = self.method == "proximal"
         for group in self.groups:
+            strength = group.strength * self._scale
+            if strength <= 0:  # strength 0 (a baseline), or the warm-up's first epoch
+                continue
             pairs = [(p, p.grad) for p in group.params if p.grad is not None]
-            if pairs and group.strength * self._scale > 0:
+            if pairs:
                 params, grads = map(list, zip(*pairs, strict=True))
-                self.penalty.add_gradient(params, grads, group.strength * self._scale, smooth_only)
+                self.penalty.add_gradient(params, grads, strength, smooth_only)
 
+    @torch.no_grad()
     def after_optimizer_step(
         self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any
     ) -> None:
@@ -227,6 +246,15 @@ class WeightPenalty(Control):
             stats["reg/data_loss"] = data_loss
             stats["reg/objective"] = data_loss + penalty
         pl_module.log_dict(stats, on_step=False, on_epoch=True, sync_dist=False)
+        self.last_logged = stats
+
+    def epoch_metrics(self, stage: str) -> dict[str, float]:
+        """What the training epoch's end logged, before Lightning publishes it.
+
+        As the module's `epoch_metrics`: a checkpoint written at the end of the epoch (last.ckpt)
+        records them in the run's history.
+        """
+        return dict(self.last_logged) if stage == "train" else {}
 
 
 def effective_step(settings: dict[str, Any]) -> float:

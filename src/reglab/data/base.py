@@ -50,6 +50,7 @@ class TensorDataModule(L.LightningDataModule):
         shuffle_seed: int = 0,
         train_fraction: float = 1.0,
         label_noise: float = 0.0,
+        shuffle: bool = True,
     ) -> None:
         super().__init__()
         checks.integer("batch_size", batch_size, minimum=1)
@@ -60,6 +61,8 @@ class TensorDataModule(L.LightningDataModule):
         ):
             checks.seed(key, seed)
         checks.boolean("standardize", standardize)
+        # false: the same training batches in the same order every epoch (debug=overfit)
+        self.shuffle = checks.boolean("shuffle", shuffle)
         checks.boolean("standardize_target", standardize_target)
         for key, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
             checks.number(key, value, 0.0, 1.0, low_open=True, high_open=True)
@@ -265,7 +268,7 @@ class TensorDataModule(L.LightningDataModule):
                 split.x.to(device),
                 split.y.to(device),
                 self.batch_size,
-                shuffle=name == "train",
+                shuffle=name == "train" and self.shuffle,
                 seed=self.shuffle_seed,
                 rank=rank,
                 world_size=world,

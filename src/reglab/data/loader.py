@@ -10,6 +10,7 @@ import math
 from collections.abc import Iterator
 
 import torch
+from torch.utils.data import SequentialSampler
 
 
 class EpochSampler:
@@ -55,8 +56,9 @@ class TensorBatchLoader:
         self.x, self.y = x, y
         self.batch_size = batch_size
         self.shuffle = shuffle
-        # Lightning looks for `sampler.set_epoch` (and reads `batch_sampler`) on every loader.
-        self.sampler = EpochSampler(seed)
+        # Lightning looks for `sampler.set_epoch` (and reads `batch_sampler`) on every loader; a
+        # sequential sampler tells it the order is fixed (no "turning off shuffling" warning).
+        self.sampler = EpochSampler(seed) if shuffle else SequentialSampler(range(len(x)))
         self.batch_sampler = None
         self.rank, self.world_size = rank, world_size
         # A last batch of one sample breaks BatchNorm in training: drop it there.

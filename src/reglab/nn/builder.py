@@ -22,39 +22,9 @@ from torch import nn
 
 from reglab import checks
 from reglab.errors import ConfigError
+from reglab.names import SKIP, check_knobs
 from reglab.nn.init import init_weights
-from reglab.nn.registry import LAYERS, LayerEntry, Shape, layer_names
-
-SKIP = (None, "none", "null")
-# Knobs that name a layer, and the kind of layer each accepts.
-LAYER_KNOBS = {"activation": "activation", "norm": "norm"}
-
-
-def check_knobs(spec: dict) -> None:
-    """Check the model's knobs before any layer is built (errors keyed by the knob's name).
-
-    `activation` / `norm` name a layer of that declared kind (or none), `dropout` is a probability
-    below 1, `width` is an integer >= 1 and `depth` one >= 0.
-    """
-    for knob, kind in LAYER_KNOBS.items():
-        if spec.get(knob) not in SKIP:
-            _check_layer_knob(knob, spec[knob], kind)
-    if "dropout" in spec:
-        checks.probability("dropout", spec["dropout"], allow_one=False)
-    if "width" in spec:
-        checks.integer("width", spec["width"], minimum=1)
-    if "depth" in spec:
-        checks.integer("depth", spec["depth"], minimum=0)
-
-
-def _check_layer_knob(knob: str, value: object, kind: str) -> None:
-    # A knob may carry arguments, as any spec entry: {swish: {learnable: true}}.
-    name = next(iter(value)) if isinstance(value, dict) and len(value) == 1 else value
-    entry = LAYERS.find(name)
-    # A layer of another kind is refused like an unknown name, showing the value as written.
-    checks.choice(
-        knob, entry.name if entry and entry.kind == kind else value, layer_names(kind) + ["none"]
-    )
+from reglab.nn.registry import LAYERS, LayerEntry, Shape
 
 
 def build_net(spec: dict, input_shape: Sequence[int], num_outputs: int) -> nn.Sequential:

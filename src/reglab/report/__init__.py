@@ -1,4 +1,4 @@
-"""Ablation report: a sweep folder -> a mean ± std table (md, csv) and plots (png)."""
+"""Ablation report: a sweep folder -> a mean ± 95 % CI table (md, csv) and plots (png)."""
 
 from reglab.report.collect import Job, collect_jobs, effective_config
 from reglab.report.table import ConfigRow, merge_duplicates, summarize

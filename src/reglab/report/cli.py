@@ -9,28 +9,41 @@ from pathlib import Path
 from reglab.report.collect import collect_jobs
 from reglab.report.optuna_plots import plot_study
 from reglab.report.plots import plot_bars, plot_curves, plot_strength
-from reglab.report.table import default_metrics, summarize, write_tables
+from reglab.report.table import ConfigRow, default_metrics, summarize, write_tables
 
 
 def build_report(
-    sweep_dir: Path, metrics: list[str] | None = None, baseline: str | None = None
+    sweep_dir: Path,
+    metrics: list[str] | None = None,
+    baseline: str | None = None,
+    tags: list[str] | None = None,
 ) -> list[Path]:
-    """Write report.md, report.csv and the PNG plots into `sweep_dir`; return their paths."""
-    jobs = collect_jobs(sweep_dir)
+    """Write report.md, report.csv and the PNG plots into `sweep_dir`; return their paths.
+
+    With `tags`, only the jobs tagged with all of them are reported.
+    """
+    jobs = collect_jobs(sweep_dir, tags)
     if not jobs:
-        raise SystemExit(f"reglab-report: error: no job folders (with .hydra/) under {sweep_dir}")
+        wanted = f" tagged {', '.join(tags)}" if tags else ""
+        raise SystemExit(
+            f"reglab-report: error: no job folders (with .hydra/){wanted} under {sweep_dir}"
+        )
     metrics = metrics or default_metrics(jobs)
     rows = summarize(jobs, metrics, baseline)
-    written = list(write_tables(rows, metrics, sweep_dir))
+    seen = sorted({tag for job in jobs for tag in job.tags})
+    written = list(write_tables(rows, metrics, sweep_dir, seen))
     primary = metrics[0] if metrics else "best/val/loss"
-    for plot in (
-        plot_strength(rows, primary, sweep_dir / "report_strength.png"),
-        plot_bars(rows, primary, sweep_dir / "report_bars.png"),
-        plot_curves(rows, sweep_dir / "report_val_loss.png"),
-    ):
-        if plot is not None:
-            written.append(plot)
-    return written + plot_study(sweep_dir)
+    return written + build_plots(rows, sweep_dir, primary) + plot_study(sweep_dir)
+
+
+def build_plots(rows: list[ConfigRow], folder: Path, metric: str) -> list[Path]:
+    """report_strength.png, report_bars.png (of `metric`) and report_val_loss.png, where drawable."""
+    plots = (
+        plot_strength(rows, metric, folder / "report_strength.png"),
+        plot_bars(rows, metric, folder / "report_bars.png"),
+        plot_curves(rows, folder / "report_val_loss.png"),
+    )
+    return [path for path in plots if path is not None]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -43,10 +56,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--baseline", help="override=value of the baseline (default regularization=none)"
     )
+    parser.add_argument("--tags", nargs="+", help="report only the jobs with all these tags")
     args = parser.parse_args(argv)
     if not args.sweep_dir.is_dir():
         raise SystemExit(f"reglab-report: error: {args.sweep_dir} is not a folder")
-    for path in build_report(args.sweep_dir, args.metrics, args.baseline):
+    for path in build_report(args.sweep_dir, args.metrics, args.baseline, args.tags):
         print(path)
     print((args.sweep_dir / "report.md").read_text(), file=sys.stdout)
 

@@ -24,9 +24,9 @@ from reglab.records import read_record
 from reglab.regularization import PENALTIES
 
 # Overrides that do not define a configuration: seeds are repeats, the rest is bookkeeping.
-IGNORED_KEYS = ("seed", "resume_sweep", "paths.output_dir")
+IGNORED_KEYS = ("seed", "resume_sweep", "paths.output_dir", "tags")
 # The same for the top-level keys of a composed config (paths: where the outputs go).
-BOOKKEEPING = ("seed", "resume_sweep", "paths")
+BOOKKEEPING = ("seed", "resume_sweep", "paths", "tags")  # tags label runs, they change nothing
 # A sweep has a config per job: read them with libyaml's safe loader where it is built in.
 SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
@@ -43,6 +43,9 @@ class Job:
     error: str = ""
     config: dict[str, Any] | None = None  # .hydra/config.yaml; None where the folder has none
     seed: int | None = None  # the run's seed (metrics.json, else the config)
+    tags: list[str] = field(
+        default_factory=list
+    )  # the run's `tags` (metrics.json, else the config)
 
     @property
     def config_key(self) -> tuple[tuple[str, str], ...]:
@@ -137,14 +140,18 @@ def _job_order(folder: Path) -> list[str | int]:
     return [int(part) if i % 2 else part for i, part in enumerate(parts)]
 
 
-def collect_jobs(sweep_dir: Path) -> list[Job]:
-    """Every job folder under `sweep_dir` (those holding a `.hydra` folder), in job order."""
+def collect_jobs(sweep_dir: Path, tags: list[str] | None = None) -> list[Job]:
+    """Every job folder under `sweep_dir` (those holding a `.hydra` folder), in job order; with
+    `tags`, only the jobs carrying all of them."""
     jobs = []
     folders = {p.parent for p in sweep_dir.rglob(".hydra") if p.is_dir()}
     for folder in sorted(folders, key=_job_order):
         record = read_record(folder) or {"status": "missing"}
         config = _config(folder)
         seed = record.get("seed", (config or {}).get("seed"))
+        job_tags = [str(t) for t in record.get("tags", (config or {}).get("tags")) or []]
+        if tags and not set(tags) <= set(job_tags):
+            continue
         jobs.append(
             Job(
                 folder=folder,
@@ -155,6 +162,7 @@ def collect_jobs(sweep_dir: Path) -> list[Job]:
                 error=record.get("error", ""),
                 config=config,
                 seed=seed,
+                tags=job_tags,
             )
         )
     return jobs

@@ -5,10 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402 - after choosing the headless backend
+from reglab.report.layout import TITLE_WIDTH, fit_contents, new_figure, save, widen_for_ticks, wrap
 
 
 def plot_study(folder: Path) -> list[Path]:
@@ -25,14 +24,17 @@ def plot_study(folder: Path) -> list[Path]:
         complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
         if not complete:
             continue
-        written.append(_history(study, complete, folder / "report_optuna_history.png"))
+        history = history_figure(study, complete)
+        written.append(save(history, folder / "report_optuna_history.png"))
         if len(complete) > 1 and len({tuple(sorted(t.params.items())) for t in complete}) > 1:
             importances = optuna.importance.get_param_importances(study)
-            written.append(_importances(importances, folder / "report_optuna_importances.png"))
+            figure = importances_figure(importances)
+            written.append(save(figure, folder / "report_optuna_importances.png"))
     return written
 
 
-def _history(study: Any, complete: list[Any], path: Path) -> Path:
+def history_figure(study: Any, complete: list[Any]) -> Figure:
+    """Each completed trial's objective and the best so far, against the trial number."""
     import optuna
 
     minimize = study.direction == optuna.study.StudyDirection.MINIMIZE
@@ -42,26 +44,23 @@ def _history(study: Any, complete: list[Any], path: Path) -> Path:
     for value in values:
         running = value if running is None else (min if minimize else max)(running, value)
         best.append(running)
-    figure, axes = plt.subplots(figsize=(6, 4))
+    figure, axes = new_figure()
     axes.scatter(numbers, values, label="trial", s=14)
     axes.step(numbers, best, where="post", color="tab:red", label="best so far")
     axes.set_xlabel("trial")
-    axes.set_ylabel("objective")
-    axes.set_title(f"optimization history: {study.study_name}")
-    axes.legend()
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
-    return path
+    axes.set_ylabel(f"objective ({study.direction.name.lower()}d)")
+    axes.set_title(wrap(f"optimization history: {study.study_name}", TITLE_WIDTH, True))
+    axes.legend(fontsize=8)  # two entries, placed where they hide the fewest points
+    return fit_contents(figure)
 
 
-def _importances(importances: dict[str, float], path: Path) -> Path:
+def importances_figure(importances: dict[str, float]) -> Figure:
+    """One horizontal bar per searched parameter, the most important on top."""
     names = list(importances)[::-1]
-    figure, axes = plt.subplots(figsize=(6, 0.5 * len(names) + 1.5))
-    axes.barh(names, [importances[n] for n in names], color="tab:green")
+    figure, axes = new_figure(4.0, 0.4 * len(names) + 1.5)
+    axes.barh(range(len(names)), [importances[n] for n in names], color="tab:green")
+    axes.set_yticks(range(len(names)), names)  # whole: the names the search space gives
     axes.set_xlabel("importance (fANOVA)")
     axes.set_title("parameter importances")
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
-    return path
+    widen_for_ticks(figure, axes)
+    return fit_contents(figure)

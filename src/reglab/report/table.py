@@ -1,5 +1,8 @@
 """Group jobs by configuration and compute n, mean ± std, 95 % CI and Welch's t-test vs baseline.
 
+report.csv keeps every digit; report.md prints each mean to the precision of its confidence
+interval (`mean_ci`: `0.968 ± 0.004`).
+
 A configuration is an effective config (`Job.effective_key`); a job repeating another's run
 (same effective config and seed, e.g. `regularization=none` swept across strengths it ignores)
 is merged into it, so that each seed is one sample.
@@ -11,6 +14,7 @@ import csv
 import math
 import warnings
 from dataclasses import dataclass, field
+from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 
 import numpy as np
@@ -169,6 +173,7 @@ def summarize(jobs: list[Job], metrics: list[str], baseline: str | None = None) 
 
 
 def _fmt(value: float) -> str:
+    # A value without a spread (a single run): 4 significant digits.
     return "" if math.isnan(value) else f"{value:.4g}"
 
 
@@ -177,15 +182,70 @@ def _exact(value: float) -> str:
     return "" if math.isnan(value) else repr(float(value))
 
 
+# A ± below 1e-6 (float noise of identical runs) would print a column of zeros: significant
+# digits instead.
+FINEST_PLACE = -6
+
+
+def _decimal(value: float) -> Decimal:
+    # Rounded from the shortest decimal that reads back as `value` (0.85, not 0.84999...).
+    return Decimal(repr(float(value)))
+
+
+def ci_place(halfwidth: float) -> int | None:
+    """Decimal place (exponent of ten) to which a value with ± `halfwidth` is worth printing.
+
+    The ± keeps 1 significant digit, 2 when its first digit is a 1 (0.004, 0.2, 3 and 40, but
+    0.013, 0.16 and 0.0096 -> 0.010), a common rule: a lone 1 would print 0.0149 as 0.01, a
+    third off, where a lone 2..9 is off by a fifth at most. (The Particle Data Group keeps two
+    digits up to a 354 in the first three, for a leading 2 or 3 too; we keep the simpler rule.)
+    None without a positive ±.
+    """
+    if not math.isfinite(halfwidth) or halfwidth <= 0:
+        return None
+    h = _decimal(halfwidth)
+    top = h.adjusted()  # the exponent of its first significant digit
+    if h.quantize(Decimal(1).scaleb(top), ROUND_HALF_UP).adjusted() > top:
+        return top  # 0.0096 rounds up to 0.01: two digits, 0.010
+    return top - 1 if int(h.scaleb(-top)) == 1 else top
+
+
+def at_place(value: float, place: int, sign: bool = False) -> str:
+    """`value` rounded (half away from zero) to 10**place, in fixed notation; never "-0"."""
+    rounded = _decimal(value).quantize(Decimal(1).scaleb(place), ROUND_HALF_UP)
+    if rounded.is_zero():
+        rounded = abs(rounded)
+    text = format(rounded, "f")
+    return f"+{text}" if sign and not text.startswith("-") else text
+
+
+def mean_ci(mean: float, halfwidth: float) -> str:
+    """`mean ± halfwidth` printed to the confidence they deserve: `0.968 ± 0.004`.
+
+    Both end at the last significant digit of the ± (`ci_place`). A zero ± (identical runs) keeps
+    the mean at 4 significant digits; a ± under 1e-6 (float noise) falls back to significant
+    digits (`FINEST_PLACE`).
+    """
+    place = ci_place(halfwidth)
+    if place is None:
+        return f"{_fmt(mean)} ± 0" if halfwidth == 0 else _fmt(mean)
+    if place < FINEST_PLACE:
+        return f"{mean:.4g} ± {halfwidth:.2g}"
+    return f"{at_place(mean, place)} ± {at_place(halfwidth, place)}"
+
+
 def _cell(row: ConfigRow, metric: str) -> str:
-    """`mean ± std (±ci95); Δ, p`; a single run shows its value alone."""
+    """`mean ± ci95; Δ, p`, rounded to the ±; a single run shows its value alone (4 digits)."""
     if not row.n(metric):
         return ""
-    cell = _fmt(row.mean(metric))
-    if row.n(metric) > 1:
-        cell += f" ± {_fmt(row.std(metric))} (±{_fmt(row.ci95(metric))})"
+    halfwidth = row.ci95(metric)  # nan for a single run: its value alone
+    cell, place = mean_ci(row.mean(metric), halfwidth), ci_place(halfwidth)
     if metric in row.delta:
-        cell += f"; Δ {row.delta[metric]:+.3g}"
+        # Δ is as uncertain as this row's mean at least (the baseline's spread adds to it): the
+        # row's decimal place never shows more than the data support.
+        delta = row.delta[metric]
+        usable = place is not None and place >= FINEST_PLACE
+        cell += f"; Δ {at_place(delta, place, sign=True) if usable else f'{delta:+.3g}'}"
     if metric in row.p_value:
         cell += f", p={row.p_value[metric]:.2g}"
     return cell
@@ -203,8 +263,10 @@ def _merged_note(rows: list[ConfigRow]) -> str:
     )
 
 
-def write_tables(rows: list[ConfigRow], metrics: list[str], folder: Path) -> tuple[Path, Path]:
-    """report.csv (one column per statistic) and report.md (mean ± std (95 % CI), Δ, p)."""
+def write_tables(
+    rows: list[ConfigRow], metrics: list[str], folder: Path, tags: list[str] | None = None
+) -> tuple[Path, Path]:
+    """report.csv (one column per statistic, every digit) and report.md (mean ± 95 % CI, Δ, p)."""
     csv_path, md_path = folder / "report.csv", folder / "report.md"
     with csv_path.open("w", newline="") as f:
         writer = csv.writer(f)
@@ -243,8 +305,11 @@ def write_tables(rows: list[ConfigRow], metrics: list[str], folder: Path) -> tup
     )
     md_path.write_text(
         "# Ablation report\n\n"
-        f"mean ± std (95 % CI half-width), a single run's value alone; {against}."
+        "mean ± 95 % CI half-width (Student t), rounded to the ±'s first significant digit "
+        "(two when it is a 1); a single run's value alone; every digit and the std in "
+        f"report.csv; {against}."
         + _merged_note(rows)
+        + (f" Tags of these runs: {', '.join(tags)}." if tags else "")
         + "\n\n"
         + "\n".join(lines)
         + "\n"

@@ -1,0 +1,28 @@
+"""Writes the model summary (layers, parameters, shapes, FLOPs) to `model_summary.txt` in the run
+folder instead of the console; `conf/callbacks/default.yaml` enables it (`model_summary`).
+
+It does not change training. The console header already gives the parameter count.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities.model_summary import summarize
+from typing_extensions import override
+
+
+class ModelSummaryFile(L.Callback):
+    """Writes Lightning's model summary table to `path` when fitting starts."""
+
+    def __init__(self, path: str, max_depth: int = 2) -> None:
+        self.path = Path(path)
+        self.max_depth = max_depth
+
+    @override
+    @rank_zero_only
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.write_text(str(summarize(pl_module, max_depth=self.max_depth)) + "\n")

@@ -70,22 +70,23 @@ def quiet_trainer(**kwargs) -> L.Trainer:
     return L.Trainer(**{**quiet, **kwargs})
 
 
-def run_train_in_process(args: Sequence[str], cwd: Path) -> int:
-    """`python train.py <args>` inside this process (so entries registered by a test are seen).
-
-    Returns the exit code (0 when main returned). Hydra's global state is cleared afterwards so
-    later in-process compositions start clean.
+def run_entry_in_process(script: str, args: Sequence[str], cwd: Path) -> int:
+    """`python <script> <args>` (train.py, eval.py) inside this process (so entries registered
+    by a test are seen). Returns the exit code (0 when main returned). Hydra's global state is
+    cleared afterwards so later in-process compositions start clean.
     """
     import importlib.util
 
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.hydra_config import HydraConfig
 
-    spec = importlib.util.spec_from_file_location("reglab_train_entry", ROOT / "train.py")
+    spec = importlib.util.spec_from_file_location(
+        f"reglab_entry_{Path(script).stem}", ROOT / script
+    )
     entry = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(entry)
     saved_argv, saved_cwd = sys.argv, Path.cwd()
-    sys.argv = [str(ROOT / "train.py"), "--config-path", str(CONF_DIR), *args]
+    sys.argv = [str(ROOT / script), "--config-path", str(CONF_DIR), *args]
     os.chdir(cwd)
     try:
         entry.run()
@@ -97,6 +98,11 @@ def run_train_in_process(args: Sequence[str], cwd: Path) -> int:
         os.chdir(saved_cwd)
         GlobalHydra.instance().clear()
         HydraConfig.instance().cfg = None
+
+
+def run_train_in_process(args: Sequence[str], cwd: Path) -> int:
+    """`python train.py <args>` inside this process (see run_entry_in_process)."""
+    return run_entry_in_process("train.py", args, cwd)
 
 
 # Arguments that keep an in-process test run small and quiet: a 16-wide MLP, nothing printed.

@@ -7,7 +7,6 @@ real `python eval.py` subprocess.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import os
@@ -21,7 +20,14 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from conftest import CONF_DIR, ROOT, SMALL_RUN, read_metrics, run_train_in_process
+from conftest import (
+    CONF_DIR,
+    ROOT,
+    SMALL_RUN,
+    read_metrics,
+    run_entry_in_process,
+    run_train_in_process,
+)
 from reglab import checkpoint
 from reglab.evaluate import EVAL_RECORD, eval_config, load_run_config, prepare
 
@@ -32,25 +38,7 @@ MC_METRICS = ("test/mc_acc", "test/mc_loss", "test/mc_entropy", "test/mc_spread"
 
 def run_eval_in_process(args: Sequence[str], cwd: Path) -> int:
     """`python eval.py <args>` inside this process; the exit code (0 when main returned)."""
-    from hydra.core.global_hydra import GlobalHydra
-    from hydra.core.hydra_config import HydraConfig
-
-    spec = importlib.util.spec_from_file_location("reglab_eval_entry", ROOT / "eval.py")
-    entry = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(entry)
-    saved_argv, saved_cwd = sys.argv, Path.cwd()
-    sys.argv = [str(ROOT / "eval.py"), "--config-path", str(CONF_DIR), *QUIET_EVAL, *args]
-    os.chdir(cwd)
-    try:
-        entry.run()
-        return 0
-    except SystemExit as exit_:
-        return exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
-    finally:
-        sys.argv = saved_argv
-        os.chdir(saved_cwd)
-        GlobalHydra.instance().clear()
-        HydraConfig.instance().cfg = None
+    return run_entry_in_process("eval.py", [*QUIET_EVAL, *args], cwd)
 
 
 @pytest.fixture(scope="module")

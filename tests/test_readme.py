@@ -35,7 +35,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import CONF_DIR, ROOT, run_train_in_process, run_train_py
+from conftest import CONF_DIR, ROOT, run_entry_in_process, run_train_in_process, run_train_py
 from reglab.cli import SHARED_FILES
 from reglab.registry import Registry
 
@@ -196,29 +196,6 @@ EXAMPLES = readme_examples()
 
 
 # --- running them -------------------------------------------------------------------------------
-
-
-def run_entry_in_process(script: str, args: Sequence[str], cwd: Path) -> int:
-    """`python <script> <args>` (eval.py) inside this process; the exit code."""
-    from hydra.core.global_hydra import GlobalHydra
-    from hydra.core.hydra_config import HydraConfig
-
-    spec = importlib.util.spec_from_file_location("reglab_readme_entry", ROOT / script)
-    entry = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(entry)
-    saved_argv, saved_cwd = sys.argv, Path.cwd()
-    sys.argv = [str(ROOT / script), "--config-path", str(CONF_DIR), *args]
-    os.chdir(cwd)
-    try:
-        entry.run()
-        return 0
-    except SystemExit as exit_:
-        return exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
-    finally:
-        sys.argv = saved_argv
-        os.chdir(saved_cwd)
-        GlobalHydra.instance().clear()
-        HydraConfig.instance().cfg = None
 
 
 def run_report_in_process(args: Sequence[str], cwd: Path) -> int:

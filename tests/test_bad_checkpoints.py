@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import collections
 import gzip
-import inspect
 import json
 import pickle
 import random
@@ -21,7 +20,6 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-import reglab.run
 from conftest import CONF_DIR, SMALL_RUN, compose_config, run_train_in_process
 from reglab import checkpoint
 from reglab.errors import ConfigError
@@ -29,8 +27,6 @@ from reglab.evaluate import evaluate
 from reglab.run import build_data_and_model, train
 
 TRAIN = [*SMALL_RUN, "trainer.max_epochs=2"]
-# run.py reads `ckpt_path` through reglab.checkpoint (until then the resume rows are skipped).
-WIRED = "read_checkpoint" in inspect.getsource(reglab.run)
 
 
 @pytest.fixture(scope="module")
@@ -239,7 +235,6 @@ RESUME_ROWS += [row for row in BAD_FILES if row[0] in ("torch-dict", "bare-state
 RESUME_ROWS += [row for row in BAD_FILES if row[0] in ("nn-module",)]
 
 
-@pytest.mark.skipif(not WIRED, reason="run.py does not read ckpt_path via reglab.checkpoint yet")
 @pytest.mark.parametrize(
     ("name", "write", "expected"), RESUME_ROWS, ids=[r[0] for r in RESUME_ROWS]
 )
@@ -252,7 +247,6 @@ def test_training_refuses_to_resume_from_the_file(tmp_path, run_dir, real, name,
     assert not (tmp_path / "resumed" / "metrics.json").exists()
 
 
-@pytest.mark.skipif(not WIRED, reason="run.py does not read ckpt_path via reglab.checkpoint yet")
 @pytest.mark.parametrize(
     ("overrides", "expected"),
     [
@@ -269,7 +263,6 @@ def test_training_refuses_to_resume_another_model(tmp_path, run_dir, overrides, 
     _assert_one_line(error.value, expected)
 
 
-@pytest.mark.skipif(not WIRED, reason="run.py does not read ckpt_path via reglab.checkpoint yet")
 def test_training_refuses_to_resume_weights_only(tmp_path, run_dir, real):
     path = tmp_path / "weights_only.ckpt"
     torch.save({k: v for k, v in real.items() if k not in ("optimizer_states", "loops")}, path)
@@ -278,7 +271,6 @@ def test_training_refuses_to_resume_weights_only(tmp_path, run_dir, real):
     _assert_one_line(error.value, "holds weights only")
 
 
-@pytest.mark.skipif(not WIRED, reason="run.py does not read ckpt_path via reglab.checkpoint yet")
 def test_the_real_checkpoint_still_resumes(tmp_path, run_dir):
     cfg = compose_config(
         [*SMALL_RUN, "trainer.max_epochs=3", f"ckpt_path={run_dir}"], tmp_path / "resumed"

@@ -110,17 +110,18 @@ def run_one(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) ->
         *_instantiate_all(cfg.get("callbacks"), "callbacks"),
         *(extra_callbacks or []),
     ]
-    progress = _progress(cfg)
-    if progress is not None:
-        callbacks.append(progress)
+    # Progress: none in a sweep (one line per job); one line per epoch off a terminal (a log
+    # file), else Lightning's bar.
+    show_progress = bool(cfg.trainer.get("enable_progress_bar", True)) and not in_multirun()
+    if show_progress and not sys.stdout.isatty():
+        callbacks.append(EpochLines())
     loggers = _instantiate_all(cfg.get("logger"), "logger")
     trainer: L.Trainer = _instantiate(
         cfg.trainer,
         "trainer",
         callbacks=callbacks,
         logger=loggers or False,
-        enable_progress_bar=bool(cfg.trainer.get("enable_progress_bar", True))
-        and not in_multirun(),
+        enable_progress_bar=show_progress,
     )
     if not in_multirun():  # a sweep prints one line per job
         for line in header(cfg, model, datamodule):
@@ -143,12 +144,6 @@ def _write_config_tree(cfg: DictConfig, output_dir: Path) -> None:
         output_dir.mkdir(parents=True, exist_ok=True)
         with open(output_dir / "config_tree.txt", "w") as file:
             print_config(cfg, file=file)
-
-
-def _progress(cfg: DictConfig) -> L.Callback | None:
-    """One line per epoch where stdout is not a terminal (a log file); else Lightning's bar."""
-    wanted = cfg.trainer.get("enable_progress_bar", True) and not in_multirun()
-    return EpochLines() if wanted and not sys.stdout.isatty() else None
 
 
 def header(cfg: DictConfig, model: RegLabModule, datamodule: Any) -> list[str]:

@@ -14,6 +14,14 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
+# One test process per core (pytest -n auto): each process, and the `python train.py` it starts,
+# computes on one thread, or the processes would fight over the cores.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["OMP_NUM_THREADS"] = "1"
+    import torch
+
+    torch.set_num_threads(1)
+
 ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = ROOT / "conf"
 QUIET = ["print_config=false", "trainer.enable_progress_bar=false"]

@@ -575,6 +575,7 @@ def test_a_run_with_bad_data_stops_before_training(tmp_path, overrides, files, k
     assert not list(out.rglob("*.ckpt"))
 
 
+@pytest.mark.slow  # several seconds (a subprocess or many runs); CI runs the slow tests
 def test_train_py_prints_one_line_for_a_damaged_file(tmp_path):
     folder = write_folder(tmp_path / "mnist", TRUNCATED_FOLDER)
     result = run_train_py(

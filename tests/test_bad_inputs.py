@@ -139,6 +139,7 @@ def test_values_at_the_edge_are_accepted(make_cfg, override):
         (["seed=-1"], "seed"),
     ],
 )
+@pytest.mark.slow  # several seconds (a subprocess or many runs); CI runs the slow tests
 def test_train_py_prints_one_line_and_exits_2(tmp_path, args, key):
     result = run_train_py(args, tmp_path)
     assert result.returncode == 2

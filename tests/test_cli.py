@@ -21,6 +21,7 @@ def _only_run_dir(base: Path) -> Path:
     return run_dir
 
 
+@pytest.mark.slow  # several seconds (a subprocess or many runs); CI runs the slow tests
 def test_train_py_default_model_writes_a_run_folder(tmp_path):
     result = run_train_py(["model=selu_net", "trainer.max_epochs=2", *QUIET], cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -12,6 +12,7 @@ from conftest import run_records, run_train_py
 NOISE = ("Tip:", "litlogger", "LeafSpec", "does not have many workers", "GPU available")
 
 
+@pytest.mark.slow  # several seconds (a subprocess or many runs); CI runs the slow tests
 def test_a_run_prints_a_header_one_line_per_epoch_and_the_result(tmp_path):
     result = run_train_py(
         ["model=selu_net", "trainer.max_epochs=4", "early_stopping=none"], tmp_path

@@ -44,6 +44,7 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
+@pytest.mark.slow  # several seconds (a subprocess or many runs); CI runs the slow tests
 @pytest.mark.parametrize("model", [[], ["model=mlp"]], ids=["default_model", "mlp"])
 def test_overfit_trains_one_fixed_batch_to_near_zero_loss(tmp_path, model, one_thread):
     cfg = compose_config(["debug=overfit", "logger=none", *model], tmp_path / "run")

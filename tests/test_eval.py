@@ -198,6 +198,7 @@ def test_bad_input_exits_2_with_one_line(run_dir, tmp_path, capsys, args, expect
     assert not (tmp_path / "eval" / EVAL_RECORD).exists()
 
 
+@pytest.mark.slow  # several seconds (a subprocess or many runs); CI runs the slow tests
 def test_python_eval_py_on_a_run_folder(run_dir, tmp_path):
     env = {**os.environ, "HYDRA_FULL_ERROR": "0"}
     env.pop("PYTEST_CURRENT_TEST", None)

@@ -18,6 +18,7 @@ EXPERIMENTS = {
     "ablation_dropout": (25, 5),
     "ablation_augmentation": (25, 5),
     "selu_vs_relu": (20, 4),
+    "lstm_dropout": (15, 3),
 }
 
 

@@ -1,4 +1,4 @@
-"""Runs that survive: last.ckpt every epoch, SIGINT/SIGTERM recorded as interrupted, resume from a folder."""
+"""Runs that survive: last.ckpt at epoch ends, SIGINT/SIGTERM recorded as interrupted, resume from a folder."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from conftest import ROOT, read_metrics
+from reglab.callbacks import RunCheckpoint
 from reglab.errors import ConfigError
 from reglab.run import train
 
@@ -25,6 +26,7 @@ LONG_RUN = [
     "logger=none",
     "print_config=false",
     "trainer.enable_progress_bar=false",
+    "callbacks.last_checkpoint.min_seconds_between_saves=0",  # last.ckpt every epoch
 ]
 
 
@@ -113,6 +115,34 @@ def test_last_checkpoint_holds_the_final_epoch_of_an_early_stopped_run(make_cfg,
     best = torch.load(metrics["best_checkpoint"], map_location="cpu", weights_only=False)
     assert last["epoch"] == metrics["stopped_epoch"]  # not the best epoch
     assert best["epoch"] == metrics["best_epoch"]
+
+
+@pytest.mark.parametrize(("interval", "writes"), [(0, 5), (1000, 1)])
+def test_last_checkpoint_is_written_at_most_every_interval_and_at_the_final_epoch(
+    make_cfg, tmp_path, monkeypatch, interval, writes
+):
+    written: list[str] = []
+    save = RunCheckpoint._save_checkpoint
+
+    def counted(self, trainer, filepath):
+        written.append(Path(filepath).name)
+        save(self, trainer, filepath)
+
+    monkeypatch.setattr(RunCheckpoint, "_save_checkpoint", counted)
+    cfg = make_cfg(
+        "model=mlp",
+        "model.width=16",
+        "trainer.max_epochs=5",
+        "early_stopping=none",
+        "logger=none",
+        f"callbacks.last_checkpoint.min_seconds_between_saves={interval}",
+    )
+    train(cfg)
+    assert written.count("last.ckpt") == writes
+    last = torch.load(
+        tmp_path / "run" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False
+    )
+    assert last["epoch"] == 4  # the final epoch, whatever the interval
 
 
 def test_a_missing_checkpoint_is_refused_before_training(make_cfg, tmp_path):

@@ -28,6 +28,7 @@ RUN = [
     "logger=none",
     "print_config=false",
     "trainer.enable_progress_bar=false",
+    "callbacks.last_checkpoint.min_seconds_between_saves=0",  # last.ckpt every epoch
 ]
 
 

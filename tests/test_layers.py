@@ -26,11 +26,16 @@ DOCUMENTED_LAYERS = {
     "group_norm", "dropout", "dropout2d", "dropout3d", "alpha_dropout", "relu", "relu6",
     "leaky_relu", "prelu", "elu", "selu", "gelu", "silu", "swish", "mish", "softplus", "sigmoid",
     "log_sigmoid", "tanh", "hardtanh", "softmax", "log_softmax", "softmax2d", "gated",
+    "embedding", "lstm", "gru", "transformer_encoder", "positional_encoding", "sequence_pool",
+    "upsample", "conv_transpose2d",
 }  # fmt: skip
 
 FEATURES = (6,)
 IMAGE = (3, 8, 8)
 VOLUME = (2, 4, 4, 4)
+SEQUENCE = (7, 6)
+TOKENS = (10,)  # integer ids in [0, VOCAB)
+VOCAB = 13
 
 
 def _after_linear(entry: str) -> tuple[str, tuple[int, ...]]:
@@ -84,7 +89,22 @@ CASES: dict[str, tuple[str, tuple[int, ...]]] = {
     "log_softmax": _after_linear("log_softmax: {dim: -1}"),
     "softmax2d": _then_flatten("softmax2d", IMAGE),
     "gated": _after_linear("gated: {out_features: 4}"),
+    "embedding": ("layers:\n  - embedding: {embedding_dim: 3}\n  - flatten\n", TOKENS),
+    "lstm": ("layers:\n  - lstm: {hidden_size: 5, num_layers: 2, dropout: 0.1}\n", SEQUENCE),
+    "gru": ("layers:\n  - gru: {hidden_size: 4, bidirectional: true, output: mean}\n", SEQUENCE),
+    "transformer_encoder": (
+        "layers:\n  - transformer_encoder: {nhead: 2, dim_feedforward: 8}\n  - sequence_pool\n",
+        SEQUENCE,
+    ),
+    "positional_encoding": ("layers:\n  - positional_encoding\n  - flatten\n", SEQUENCE),
+    "sequence_pool": ("layers:\n  - sequence_pool: {mode: max}\n", SEQUENCE),
+    "upsample": _then_flatten("upsample: {scale_factor: 2, mode: bilinear}", IMAGE),
+    "conv_transpose2d": _then_flatten(
+        "conv_transpose2d: {out_channels: 2, kernel_size: 2, stride: 2}", IMAGE
+    ),
 }
+# Layers whose case feeds integer token ids in [0, VOCAB) instead of float inputs.
+TOKEN_LAYERS = {"embedding"}
 
 
 def spec_from_yaml(text: str) -> dict:
@@ -92,8 +112,8 @@ def spec_from_yaml(text: str) -> dict:
     return OmegaConf.to_container(OmegaConf.create(text), resolve=True)
 
 
-def build(text: str, input_shape, num_outputs: int = NUM_OUTPUTS) -> nn.Sequential:
-    return build_net(spec_from_yaml(text), input_shape, num_outputs)
+def build(text: str, input_shape, num_outputs: int = NUM_OUTPUTS, **data) -> nn.Sequential:
+    return build_net(spec_from_yaml(text), input_shape, num_outputs, **data)
 
 
 def config_error(text: str, input_shape=FEATURES) -> ConfigError:
@@ -127,8 +147,10 @@ def test_layer_names_match_any_spelling():
 def test_every_layer_builds_runs_forward_and_backward(name):
     assert name in CASES, f"registered layer {name!r} has no test case in CASES"
     text, input_shape = CASES[name]
+    tokens = name in TOKEN_LAYERS
     torch.manual_seed(0)
-    net = build(text, input_shape)
+    data = {"input_dtype": torch.int64, "vocab_size": VOCAB} if tokens else {}
+    net = build(text, input_shape, **data)
     assert net.training
 
     modules = dict(net.named_modules())
@@ -138,7 +160,11 @@ def test_every_layer_builds_runs_forward_and_backward(name):
     assert isinstance(modules["head"], nn.Linear)
     assert modules["head"].out_features == NUM_OUTPUTS
 
-    x = torch.randn(BATCH, *input_shape)
+    x = (
+        torch.randint(0, VOCAB, (BATCH, *input_shape))
+        if tokens
+        else torch.randn(BATCH, *input_shape)
+    )
     out = net(x)
     assert out.shape == (BATCH, NUM_OUTPUTS)
     assert torch.isfinite(out).all()

@@ -49,6 +49,7 @@ def test_proximal_l1_reaches_exact_zeros_the_subgradient_never_does(
         assert metrics["final"]["reg/zero_fraction"] == 0.0
 
 
+@pytest.mark.slow  # several seconds (a subprocess or many runs); CI runs the slow tests
 def test_l2_norm_of_final_weights_falls_as_strength_grows(tmp_path):
     from conftest import compose_config
 

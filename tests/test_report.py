@@ -158,6 +158,7 @@ def _ablation_penalty_params() -> dict[str, list[str]]:
     return {key: str(values).split(",") for key, values in cfg.hydra.sweeper.params.items()}
 
 
+@pytest.mark.slow  # several seconds (a subprocess or many runs); CI runs the slow tests
 def test_ablation_penalty_counts_each_seed_of_the_baseline_once(tmp_path):
     params = _ablation_penalty_params()
     options, strengths, seeds = (

@@ -68,6 +68,7 @@ def params_of(study: optuna.Study) -> list[tuple]:
     return [tuple(sorted(t.params.items())) for t in study.trials]
 
 
+@pytest.mark.slow  # several seconds (a subprocess or many runs); CI runs the slow tests
 def test_continuing_a_study_draws_new_parameters(tmp_path, trials):
     assert run_train_in_process(SEARCH, tmp_path) == 0
     assert run_train_in_process(SEARCH, tmp_path) == 0
@@ -80,6 +81,7 @@ def test_continuing_a_study_draws_new_parameters(tmp_path, trials):
     ]
 
 
+@pytest.mark.slow  # several seconds (a subprocess or many runs); CI runs the slow tests
 def test_a_killed_trial_left_running_is_failed_at_the_next_start(tmp_path, trials):
     folder = folder_of(tmp_path)
     folder.mkdir(parents=True)
@@ -92,6 +94,7 @@ def test_a_killed_trial_left_running_is_failed_at_the_next_start(tmp_path, trial
     assert states == {killed.number: FAIL, 1: COMPLETE}
 
 
+@pytest.mark.slow  # several seconds (a subprocess or many runs); CI runs the slow tests
 def test_shared_storage_fails_dead_workers_trials_and_keeps_live_ones(tmp_path, trials):
     url = f"sqlite:///{tmp_path / 'shared.db'}"
     storage = optuna.storages.RDBStorage(url, heartbeat_interval=1, grace_period=1)
@@ -123,6 +126,7 @@ def test_shared_storage_fails_dead_workers_trials_and_keeps_live_ones(tmp_path, 
     }
 
 
+@pytest.mark.slow  # several seconds (a subprocess or many runs); CI runs the slow tests
 def test_a_study_refuses_another_fixed_config(tmp_path, trials, capsys):
     assert run_train_in_process([*SEARCH, "hparams_search.n_trials=1"], tmp_path) == 0
     # Seed, n_trials and output-only keys are not part of the experiment.
@@ -137,6 +141,7 @@ def test_a_study_refuses_another_fixed_config(tmp_path, trials, capsys):
     assert len(load(tmp_path).trials) == 2  # refused before any trial
 
 
+@pytest.mark.slow  # several seconds (a subprocess or many runs); CI runs the slow tests
 def test_a_study_refuses_another_direction(tmp_path, trials, capsys):
     assert run_train_in_process([*SEARCH, "hparams_search.n_trials=1"], tmp_path) == 0
     flipped = [*SEARCH, "hparams_search.direction=maximize", "optimized_metric=best/val/acc"]
@@ -202,6 +207,7 @@ def test_metrics_the_task_logs_are_accepted(tmp_path, trials, metric):
     assert run_train_in_process([*args, "hparams_search.n_trials=1"], tmp_path) == 0
 
 
+@pytest.mark.slow  # several seconds (a subprocess or many runs); CI runs the slow tests
 def test_no_completed_trial_exits_1_without_best_yaml(tmp_path, monkeypatch, capsys):
     def failing_run_one(cfg, extra_callbacks=None):
         raise RuntimeError("boom")
@@ -216,6 +222,7 @@ def test_no_completed_trial_exits_1_without_best_yaml(tmp_path, monkeypatch, cap
     assert record["status"] == "failed" and record["error"] == "RuntimeError: boom"
 
 
+@pytest.mark.slow  # several seconds (a subprocess or many runs); CI runs the slow tests
 def test_a_command_whose_trials_all_fail_exits_1_and_keeps_the_best(tmp_path, trials, monkeypatch):
     assert run_train_in_process([*SEARCH, "hparams_search.n_trials=1"], tmp_path) == 0
     best = yaml.safe_load((folder_of(tmp_path) / "best.yaml").read_text())
@@ -231,6 +238,7 @@ def test_a_command_whose_trials_all_fail_exits_1_and_keeps_the_best(tmp_path, tr
     }
 
 
+@pytest.mark.slow  # several seconds (a subprocess or many runs); CI runs the slow tests
 def test_a_multirun_search_without_completed_trial_fails_its_job(tmp_path, monkeypatch):
     def failing_run_one(cfg, extra_callbacks=None):
         raise RuntimeError("boom")

@@ -112,6 +112,7 @@ def test_a_sweep_where_every_job_fails_exits_nonzero(tmp_path):
     assert "reglab sweep: 0 ok, 2 failed" in result.stdout
 
 
+@pytest.mark.slow  # several seconds (a subprocess or many runs); CI runs the slow tests
 @pytest.mark.parametrize(
     "experiment", sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
 )

@@ -20,6 +20,7 @@ from torchmetrics.regression import MeanAbsoluteError, MeanSquaredError, R2Score
 from typing_extensions import override
 
 from reglab import checks
+from reglab.errors import ConfigError
 from reglab.nn import build_net
 from reglab.optim import build_optimizer, build_scheduler
 
@@ -40,12 +41,29 @@ class RegLabModule(L.LightningModule):
         scheduler: dict | None = None,
         monitor: str = "val/loss",
         log_every_step: bool = False,
+        input_dtype: str = "float32",
+        vocab_size: int | None = None,
+        target_shape: list[int] | None = None,
+        label_smoothing: float = 0.0,
     ) -> None:
         super().__init__()
         checks.choice("task", task, TASKS)
+        checks.probability("label_smoothing", label_smoothing, allow_one=False)
+        if label_smoothing and task != "classification":
+            raise ConfigError(
+                "label_smoothing", f"applies to classification only; the task is {task}"
+            )
         self.save_hyperparameters()
-        self.net = build_net(model, input_shape, num_outputs)
+        self.net = build_net(
+            model,
+            input_shape,
+            num_outputs,
+            input_dtype=getattr(torch, input_dtype),
+            vocab_size=vocab_size,
+            output_shape=_output_shape(task, num_outputs, target_shape),
+        )
         self.task = task
+        self.label_smoothing = label_smoothing
         self.log_every_step = log_every_step
         template = _metrics(task, num_outputs)
         # Keyed "<stage>_" because nn.Module already has an attribute named `train`.
@@ -62,8 +80,10 @@ class RegLabModule(L.LightningModule):
         A property because `trainer.precision=64-true` (or bf16-true) converts the module's
         parameters after construction, and Lightning passes this tensor to the net as it is.
         """
-        parameter = next(self.net.parameters(), None)
-        dtype = parameter.dtype if parameter is not None else torch.get_default_dtype()
+        dtype = getattr(torch, self.hparams.input_dtype)
+        if dtype.is_floating_point:
+            parameter = next(self.net.parameters(), None)
+            dtype = parameter.dtype if parameter is not None else torch.get_default_dtype()
         return torch.zeros(2, *self.hparams.input_shape, dtype=dtype, device=self.device)
 
     def metric_names(self, stage: str) -> list[str]:
@@ -79,9 +99,13 @@ class RegLabModule(L.LightningModule):
         return self.net(x)
 
     def loss(self, outputs: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Cross-entropy (hard or soft targets) or mean squared error."""
+        """Cross-entropy (hard or soft targets, optionally label-smoothed) or mean squared error.
+
+        Label smoothing as torch defines it (Szegedy et al. 2016): the target distribution is
+        (1 - eps) * target + eps / classes, for class labels and for mixup/cutmix soft targets alike.
+        """
         if self.task == "classification":
-            return F.cross_entropy(outputs, y)
+            return F.cross_entropy(outputs, y, label_smoothing=self.label_smoothing)
         return F.mse_loss(outputs, y)
 
     def _step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
@@ -183,12 +207,22 @@ def _metrics(task: str, num_outputs: int) -> MetricCollection:
         )
     return MetricCollection(
         {
-            # MSE/MAE average over every output; R2 averages per-output scores.
+            # MSE/MAE average over every output. R2 pools the outputs, 1 - SSE / SST over all of
+            # them (sklearn's variance_weighted): an image target's constant border pixels have
+            # no variance, and a per-output average would divide by it.
             "mse": MeanSquaredError(),
             "mae": MeanAbsoluteError(),
-            "r2": R2Score(multioutput="uniform_average"),
+            "r2": R2Score(multioutput="variance_weighted"),
         }
     )
+
+
+def _output_shape(task: str, num_outputs: int, target_shape: list[int] | None) -> tuple[int, ...]:
+    # What a net without a head must produce: class scores, or one value per target element
+    # (a denoising target is a whole image).
+    if task == "regression" and target_shape:
+        return tuple(target_shape)
+    return (num_outputs,)
 
 
 def _unzip(rows: list[tuple]) -> tuple[list, list, list]:
@@ -197,7 +231,8 @@ def _unzip(rows: list[tuple]) -> tuple[list, list, list]:
 
 
 def _for_metrics(t: torch.Tensor, task: str) -> torch.Tensor:
-    # Single-output regression metrics want (N,), not (N, 1).
-    if task == "regression" and t.ndim == 2 and t.shape[1] == 1:
-        return t.squeeze(1)
+    # Regression metrics take (N, outputs): an image target is 64 outputs; one output is (N,).
+    if task == "regression":
+        t = t.reshape(len(t), -1)
+        return t.squeeze(1) if t.shape[1] == 1 else t
     return t

@@ -16,12 +16,14 @@ from typing import Any
 from reglab import checks
 from reglab.registry import normalize_name
 
-# reglab.nn's catalogue, activations.py and gated.py: canonical name by kind (reglab.nn.LAYER_KINDS).
+# reglab.nn's catalogue, activations.py, gated.py and sequence.py: canonical name by kind
+# (reglab.nn.LAYER_KINDS).
 BUILTIN_LAYERS: dict[str, tuple[str, ...]] = {
     "linear": ("gated", "linear"),
-    "conv": ("conv2d", "conv3d"),
+    "conv": ("conv2d", "conv3d", "conv_transpose2d"),
     "pool": (
         "adaptive_avg_pool2d", "adaptive_avg_pool3d", "avg_pool2d", "max_pool2d", "max_pool3d",
+        "sequence_pool",
     ),
     "norm": (
         "batch_norm1d", "batch_norm2d", "batch_norm3d", "group_norm", "instance_norm2d",
@@ -33,6 +35,10 @@ BUILTIN_LAYERS: dict[str, tuple[str, ...]] = {
         "relu", "relu6", "selu", "sigmoid", "silu", "softmax", "softmax2d", "softplus", "swish",
         "tanh",
     ),
+    "embedding": ("embedding", "positional_encoding"),
+    "recurrent": ("gru", "lstm"),
+    "attention": ("transformer_encoder",),
+    "upsample": ("upsample",),
     "other": ("flatten", "identity"),
 }  # fmt: skip
 # Lightning's StrategyRegistry (2.6); a name not listed here is looked up in the registry itself.

@@ -73,7 +73,12 @@ def build_scheduler(optimizer: torch.optim.Optimizer, config: dict) -> Any:
 
 
 def parameter_groups(net: nn.Module, weight_decay: float) -> list[dict]:
-    """Weights (ndim > 1) decay; biases and normalization parameters do not."""
+    """Weights (ndim > 1) decay; biases and normalization parameters do not.
+
+    Without weight decay, one group: every group costs the optimizer a pass of its own per step.
+    """
+    if not weight_decay:
+        return [{"params": [p for p in net.parameters() if p.requires_grad], "weight_decay": 0.0}]
     decay = [p for p in net.parameters() if p.requires_grad and p.ndim > 1]
     no_decay = [p for p in net.parameters() if p.requires_grad and p.ndim <= 1]
     groups = [{"params": decay, "weight_decay": weight_decay}]

@@ -129,6 +129,7 @@ def run_one(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) ->
 
     fit = fit_and_test(cfg, trainer, model, datamodule, history, resume)
     summary = summarize(cfg, fit, started)
+    summary["noisy_input"] = noisy_input_metrics(datamodule)
     if cfg.get("keep_outputs", True):
         _write_outputs(cfg, trainer, summary)
     else:
@@ -193,6 +194,14 @@ def build_data_and_model(cfg: DictConfig) -> tuple[L.LightningDataModule, RegLab
             check_scheduler(scheduler)
     with config_path("data", (ValueError, OSError)):  # the arrays load here: refused now
         input_shape, num_outputs = list(datamodule.input_shape), datamodule.num_outputs
+    label_smoothing = checks.probability(
+        "label_smoothing", cfg.get("label_smoothing", 0.0), allow_one=False
+    )
+    if label_smoothing and datamodule.task != "classification":
+        raise ConfigError(
+            "label_smoothing",
+            f"applies to classification only; the data's task is {datamodule.task}",
+        )
     with config_path("model"):
         model = RegLabModule(
             model=plain(cfg.model),
@@ -203,6 +212,10 @@ def build_data_and_model(cfg: DictConfig) -> tuple[L.LightningDataModule, RegLab
             scheduler=scheduler,
             monitor=cfg.monitor,
             log_every_step=cfg.get("log_every_step", False),
+            input_dtype=str(datamodule.input_dtype).removeprefix("torch."),
+            vocab_size=datamodule.vocab_size,
+            target_shape=list(datamodule.target_shape),
+            label_smoothing=label_smoothing,
         )
     _dry_build_optimization(model)
     checks.choice("monitor", cfg.monitor, model.metric_names("val"))  # what this task logs
@@ -405,6 +418,13 @@ def summarize(cfg: DictConfig, fit: dict[str, Any], started: float) -> dict[str,
     return summary
 
 
+def noisy_input_metrics(datamodule: L.LightningDataModule) -> dict[str, float]:
+    """For denoising data, the MSE of returning the noisy input unchanged (`val/mse`,
+    `test/mse`, in the loss's units): the score a denoiser must beat. Empty for other data."""
+    noisy = getattr(datamodule, "noisy_input_mse", None) or {}
+    return {f"{split}/mse": float(value) for split, value in noisy.items()}
+
+
 def config_digest(cfg: DictConfig) -> str:
     """SHA-256 of the resolved config with the run's own paths blanked: equal configs, equal digests."""
     return digest(neutral_config(cfg))
@@ -428,7 +448,17 @@ def _write_outputs(cfg: DictConfig, trainer: L.Trainer, summary: dict[str, Any])
         f"reglab: {summary['epochs_run']} epochs in {summary['wall_time_s']:.1f}s, "
         f"best epoch {summary['best_epoch']}, "
         + ", ".join(f"{k}={v:.4f}" for k, v in summary["test"].items())
+        + _noisy_input_text(summary.get("noisy_input") or {})
         + f"; outputs in {output_dir}"
+    )
+
+
+def _noisy_input_text(noisy_input: dict[str, float]) -> str:
+    test = {k: v for k, v in noisy_input.items() if k.startswith("test/")}
+    if not test:
+        return ""
+    return (
+        " (the noisy input unchanged: " + ", ".join(f"{k}={v:.4f}" for k, v in test.items()) + ")"
     )
 
 

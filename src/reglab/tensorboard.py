@@ -17,6 +17,9 @@ are `final_metrics(summary)`: the test metrics and the validation metrics at the
 TensorBoard's table shows five hparams at first, those marked as differing first, by name: the
 command line's keys and the model and penalty are marked (`compared_keys`).
 
+Lightning flushes the event file after every logging call; `TensorBoard` flushes at most every
+FLUSH_SECONDS (and when the run ends), which a live TensorBoard, reloading every 30 s, cannot tell.
+
 `run_name(num, overrides, swept)` names a sweep job by its number and the overrides that differ
 between the sweep's jobs (`swept_keys(sweep_config)` of the sweep's multirun.yaml), not by every
 override of the command line: TensorBoard names a run by its event folder's path, so the job
@@ -25,6 +28,7 @@ folder (hydra.sweep.subdir) takes this name.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -38,6 +42,9 @@ from typing_extensions import override
 
 # The tag prefixes written capitalized, in the order TensorBoard shows them.
 FIRST_GROUPS = {"train/": "Train/", "val/": "Val/"}
+
+# Lightning flushes after every log call (about a millisecond an epoch); this is often enough.
+FLUSH_SECONDS = 5.0
 
 # Per config group: the keys that say what its option does, shown when the option sets them.
 KNOBS = {
@@ -73,6 +80,17 @@ NOT_COMPARED = (
 
 class TensorBoard(TensorBoardLogger):
     """Lightning's TensorBoardLogger with `train/` and `val/` written first (module docstring)."""
+
+    _last_flush: float | None = None
+
+    @override
+    def save(self) -> None:
+        # The first call also writes hparams.yaml; finalize() flushes and closes in any case.
+        now = time.monotonic()
+        if self._last_flush is not None and now - self._last_flush < FLUSH_SECONDS:
+            return
+        self._last_flush = now
+        super().save()
 
     @override
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:

@@ -4,7 +4,19 @@
 mapping through these tables; register an entry to make a new op nameable in the config.
 """
 
-from reglab.augment.mixing import MIXES, Mixing, cutmix, mixup
+from reglab.augment.mixing import MIXES, MODES, MixDraw, Mixing, cutmix, mix, mixup
 from reglab.augment.ops import OPS, GaussianNoise, Op, op
 
-__all__ = ["MIXES", "OPS", "GaussianNoise", "Mixing", "Op", "cutmix", "mixup", "op"]
+__all__ = [
+    "MIXES",
+    "MODES",
+    "OPS",
+    "GaussianNoise",
+    "MixDraw",
+    "Mixing",
+    "Op",
+    "cutmix",
+    "mix",
+    "mixup",
+    "op",
+]

@@ -1,9 +1,10 @@
 """Per-sample batch augmentation ops: a table of small factories, one per op name.
 
 An op is named in the `augmentation` config as a one-key mapping, `{rotation: {degrees: 10}}`;
-`OPS` maps the name to an `Op`: a factory `build(input_shape, **arguments) -> nn.Module` and
-whether the op needs images (C, H, W). The module maps a batch of inputs (N, *input_shape) to a
-batch of the same shape. A factory checks its own arguments (errors keyed by the argument name)
+`OPS` maps the name to an `Op`: a factory `build(input_shape, **arguments) -> nn.Module`,
+whether the op needs images (C, H, W), and whether it can act on integer inputs (token ids: none
+of the built-in ops can, they change values arithmetically). The module maps a batch of inputs
+(N, *input_shape) to a batch of the same shape. A factory checks its own arguments (errors keyed by the argument name)
 before building. An op defined in any file joins the table with one call:
 
     from reglab.augment import OPS, Op
@@ -31,10 +32,16 @@ Shape = tuple[int, ...]
 
 @dataclass(frozen=True)
 class Op:
-    """A table entry: `build(input_shape, **arguments)` returns the module; `needs_images`: (C, H, W) only."""
+    """A table entry: `build(input_shape, **arguments)` returns the module.
+
+    `needs_images`: inputs must be images (C, H, W), not features or sequences (T, F);
+    `takes_tokens`: the op can act on integer inputs (token ids), which ops that add, blend or
+    rotate values cannot.
+    """
 
     build: Callable[..., nn.Module]
     needs_images: bool = False
+    takes_tokens: bool = False
 
     def arguments(self, given: Any) -> dict:
         """`given` (a mapping or null) as the factory's keyword arguments; unknown names refused."""
@@ -45,18 +52,18 @@ class Op:
 OPS: Registry[Op] = Registry("augmentation op")
 
 
-def op(name: str, *, needs_images: bool = False) -> Callable:
+def op(name: str, *, needs_images: bool = False, takes_tokens: bool = False) -> Callable:
     """Decorator registering a factory `(input_shape, **arguments) -> nn.Module` in OPS under `name`."""
 
     def decorate(build: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-        OPS.register(name, Op(build, needs_images))
+        OPS.register(name, Op(build, needs_images, takes_tokens))
         return build
 
     return decorate
 
 
 class GaussianNoise(nn.Module):
-    """x + std * N(0, 1), drawn per element: works on any data, images or features."""
+    """x + std * N(0, 1), drawn per element: works on any float data (images, features, sequences)."""
 
     def __init__(self, std: float) -> None:
         super().__init__()

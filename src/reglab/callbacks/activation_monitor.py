@@ -1,15 +1,19 @@
 """Watches per-layer activation statistics and weight norms; driven by `callbacks` (default on).
 
 It does not change training. At the start of training (the net as initialized) and every
-`every_n_epochs` epochs after validation, it runs a fixed batch of validation inputs through the
-net in eval mode with forward hooks on every leaf layer, and records each layer's output mean and
-variance and each weight's Frobenius norm, in `self.records` and as TensorBoard scalars
-(`watch/activation_mean/<layer>`, `watch/activation_var/<layer>`, `watch/weight_norm/<name>`).
-This is how the SELU fixed point (mean 0, variance 1 from layer to layer) and a penalty's
-shrinkage become visible. The scalars share the training curves' x-axis (the step of an epoch's
-last batch; the net as initialized is step 0), and their `watch/` group sorts after the curves'
-groups, so TensorBoard shows them last (`reglab.tensorboard`). Checkpoints carry the records, so
-a resumed run continues them (the resumed weights are not measured as initialization).
+`every_n_epochs` epochs after validation, it runs a fixed batch of validation inputs (as the data
+gives them: token ids stay integers) through the net in eval mode with forward hooks on every leaf
+layer and on the layers that compute with their children's weights without calling them
+(`WHOLE_LAYERS`: attention, a transformer encoder layer). It records each layer's output mean and
+variance over all its elements (batch, steps and features of a sequence output; the first tensor
+of a layer that returns a tuple, as nn.LSTM's `(output, (h, c))`) and each weight's Frobenius
+norm, in `self.records` and as TensorBoard scalars (`watch/activation_mean/<layer>`,
+`watch/activation_var/<layer>`, `watch/weight_norm/<name>`). This is how the SELU fixed point
+(mean 0, variance 1 from layer to layer) and a penalty's shrinkage become visible. The scalars
+share the training curves' x-axis (the step of an epoch's last batch; the net as initialized is
+step 0), and their `watch/` group sorts after the curves' groups, so TensorBoard shows them last
+(`reglab.tensorboard`). Checkpoints carry the records, so a resumed run continues them (the
+resumed weights are not measured as initialization).
 """
 
 from __future__ import annotations
@@ -25,10 +29,32 @@ from typing_extensions import override
 from reglab import checks
 from reglab.nn.modes import kept_modes
 
+# Layers measured as a whole besides the leaves: MultiheadAttention uses its out_proj's weights
+# without calling it, and a TransformerEncoderLayer in eval mode takes a fused path that calls none
+# of its children (a forward hook on the layer turns that path off, so they are measured too).
+WHOLE_LAYERS: tuple[type[nn.Module], ...] = (nn.MultiheadAttention, nn.TransformerEncoderLayer)
 
-def leaf_layers(net: nn.Module) -> list[tuple[str, nn.Module]]:
-    """(name, module) for every module without children, in forward order for a Sequential."""
-    return [(name, m) for name, m in net.named_modules() if name and not list(m.children())]
+
+def measured_layers(net: nn.Module) -> list[tuple[str, nn.Module]]:
+    """(name, module) of every layer without children and every `WHOLE_LAYERS` module, in module
+    order (forward order for a Sequential)."""
+    return [
+        (name, m)
+        for name, m in net.named_modules()
+        if name and (not list(m.children()) or isinstance(m, WHOLE_LAYERS))
+    ]
+
+
+def first_tensor(output: Any) -> torch.Tensor | None:
+    """The tensor a layer passes on: its output, or the first tensor in a tuple it returns."""
+    if isinstance(output, torch.Tensor):
+        return output
+    if isinstance(output, (tuple, list)):
+        for item in output:
+            found = first_tensor(item)
+            if found is not None:
+                return found
+    return None
 
 
 class ActivationMonitor(L.Callback):
@@ -56,17 +82,19 @@ class ActivationMonitor(L.Callback):
 
     @torch.no_grad()
     def measure(self, net: nn.Module, x: torch.Tensor) -> dict[str, dict[str, float]]:
-        """Output mean/variance of every leaf layer and the norm of every weight, for inputs x."""
+        """Output mean/variance of every measured layer and the norm of every weight, for inputs x."""
         stats: dict[str, dict[str, float]] = {"mean": {}, "var": {}, "weight_norm": {}}
 
         def hook(name: str):
-            def record(module: nn.Module, inputs: Any, output: torch.Tensor) -> None:
-                stats["mean"][name] = output.float().mean().item()
-                stats["var"][name] = output.float().var().item()
+            def record(module: nn.Module, inputs: Any, output: Any) -> None:
+                tensor = first_tensor(output)
+                if tensor is not None:
+                    stats["mean"][name] = tensor.float().mean().item()
+                    stats["var"][name] = tensor.float().var().item()
 
             return record
 
-        handles = [m.register_forward_hook(hook(name)) for name, m in leaf_layers(net)]
+        handles = [m.register_forward_hook(hook(name)) for name, m in measured_layers(net)]
         try:
             with kept_modes(net):
                 net.eval()
@@ -84,7 +112,8 @@ class ActivationMonitor(L.Callback):
         if x is None:
             return
         net = getattr(pl_module, "net", pl_module)
-        # convert_input: the dtype of the precision setting (float64 for 64-true, ...).
+        # convert_input: the dtype of the precision setting (float64 for 64-true, ...) for float
+        # inputs; integer inputs (token ids) stay as they are.
         stats = self.measure(net, trainer.precision_plugin.convert_input(x.to(pl_module.device)))
         # An epoch measured again (a resume that repeats it) replaces its record.
         self.records = [r for r in self.records if r["epoch"] != epoch] + [

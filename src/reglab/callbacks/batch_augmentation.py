@@ -2,15 +2,19 @@
 
 The config lists per-sample ops, applied in order (`ops: [{rotation: {degrees: 10}}, {crop:
 {padding: 1}}]`, names from `reglab.augment.OPS`: flip, rotation, crop, erasing, noise), and at
-most one mixing op applied last (`mix: {mixup: {alpha: 0.2}}`, from `reglab.augment.MIXES`: mixup,
-cutmix). Mixing turns labels into soft targets (one-hot mixtures; the loss takes probabilities).
+most one mixing op applied last (`mix: {mixup: {alpha: 0.2, prob: 1.0, mode: batch}}`, from
+`reglab.augment.MIXES`: mixup, cutmix, mixup_cutmix, with timm's prob / switch_prob / mode).
+Mixing turns labels into soft targets (one-hot mixtures; the loss takes probabilities).
 
 This callback is the transform: `reglab.run` hands it to the data module
 (`datamodule.train_batch_transform`), which calls it on training batches after they reached their
 device; validation and test see the data as it is. As a callback it refuses, before training,
-image ops on non-image data and mixing on regression, and logs one picture per run to
-TensorBoard (`watch/augmentation`; a resumed run does not log it again): the first training
-batch as it was on the left, as augmented on the right, upscaled so that 8x8 digits can be seen.
+any op on integer token ids, image ops (and cutmix) on features or sequences, and mixing on
+regression, and logs one picture per run to TensorBoard (`watch/augmentation`, images only; a
+resumed run does not log it again): the first training batch as it was on the left, as augmented
+on the right, upscaled so that 8x8 digits can be seen. Its random numbers come from torch's global
+generator, which `reglab.callbacks.RandomState` checkpoints: its own state is only whether the
+picture was logged.
 """
 
 from __future__ import annotations
@@ -93,15 +97,24 @@ class BatchAugmentation(Control):
 
     @override
     def check(self, pl_module: L.LightningModule) -> None:
-        """Refuse image ops on non-image data and mixing on regression; build the ops."""
+        """Refuse ops on token ids, image ops on non-image data and mixing on regression; build."""
         shape = tuple(pl_module.hparams.get("input_shape", ()))
+        dtype = input_dtype(pl_module.hparams.get("input_dtype", "float32"))
         task = getattr(pl_module, "task", "classification")
         for step in [*self.ops, *([self.mix] if self.mix else [])]:
+            if not dtype.is_floating_point and not step.entry.takes_tokens:
+                raise ConfigError(
+                    step.key,
+                    f"{step.name} changes input values and cannot act on token ids; the inputs "
+                    f"are {describe_inputs(shape, dtype)}: use augmentation=none "
+                    "(or data.layout=sequence)",
+                )
             if step.entry.needs_images and len(shape) != 3:
                 raise ConfigError(
                     step.key,
-                    f"{step.name} needs images (C, H, W); the data has shape {shape}: "
-                    "use augmentation=noise, mixup or none (or data.layout=image)",
+                    f"{step.name} needs images (C, H, W); the inputs are "
+                    f"{describe_inputs(shape, dtype)}: use augmentation=noise, mixup or none "
+                    "(or data.layout=image)",
                 )
         if self.mix and task != "classification":
             raise ConfigError(
@@ -151,6 +164,25 @@ class BatchAugmentation(Control):
     @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.logged = bool(state_dict.get("logged", False))
+
+
+def input_dtype(value: str | torch.dtype) -> torch.dtype:
+    """The module's `input_dtype` hyperparameter ("int64", "torch.float32" or a dtype) as a dtype."""
+    if isinstance(value, torch.dtype):
+        return value
+    return getattr(torch, str(value).removeprefix("torch."))
+
+
+def describe_inputs(shape: tuple[int, ...], dtype: torch.dtype) -> str:
+    """What a user calls inputs of this shape and dtype, with the shape (for one-line refusals)."""
+    shown = str(tuple(shape))
+    if not dtype.is_floating_point:
+        return f"{str(dtype).removeprefix('torch.')} token ids of shape {shown}"
+    if len(shape) == 3:
+        return f"images (C, H, W) = {shown}"
+    if len(shape) == 2:
+        return f"sequences (T, F) = {shown}"
+    return f"features of shape {shown}"
 
 
 def log_picture(trainer: L.Trainer, original: torch.Tensor | None, augmented: torch.Tensor) -> None:

@@ -1,12 +1,14 @@
-"""Changes `p` of every dropout layer once per epoch; driven by the `dropout` group's schedules.
+"""Changes the rate of every dropout carrier once per epoch; driven by the `dropout` group's schedules.
 
 A schedule is a function `(epoch, **knobs) -> p` in the `SCHEDULES` table: constant (p), linear
 (p_start -> p_end over `epochs`), step (p times gamma every `step_size` epochs), early (p for the
 first `switch_epoch` epochs, then 0: "early dropout"), late (0 until `switch_epoch`, then p: "late
 dropout"). A new schedule is one registered function and one YAML file in conf/dropout. The YAML
 carries every knob (so a sweep over schedules composes); each schedule gets the knobs its signature
-names. Every module deriving from `_DropoutNd` (Dropout, Dropout2d, Dropout3d, AlphaDropout) is
-set at the start of each training epoch; `dropout/p` is logged each epoch.
+names. At the start of each training epoch p is set on every dropout carrier
+(`reglab.nn.modes.CARRIERS`): Dropout layers of every kind and DropPath (`p`: the stochastic depth
+rate), LSTM/GRU dropout between stacked layers and attention dropout (`dropout`); `kinds` limits it
+to some of them (e.g. `[drop_path]`: stochastic depth only). `dropout/p` is logged each epoch.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from typing_extensions import override
 from reglab import checks
 from reglab.callbacks.control import Control
 from reglab.errors import ConfigError
-from reglab.nn.modes import dropout_modules, set_dropout_p
+from reglab.nn.modes import CARRIERS, dropout_carriers, set_dropout_p
 from reglab.registry import Registry
 
 Schedule = Callable[..., float]
@@ -87,11 +89,20 @@ def all_knob_names() -> set[str]:
 
 
 class DropoutSchedule(Control):
-    """Sets p of every dropout layer from the epoch number (see module docstring)."""
+    """Sets p of every dropout carrier from the epoch number (see module docstring)."""
 
-    def __init__(self, schedule: str = "constant", **knobs: Any) -> None:
+    def __init__(
+        self, schedule: str = "constant", kinds: list[str] | None = None, **knobs: Any
+    ) -> None:
         self.function = SCHEDULES.get(schedule, "schedule")
         self.schedule = SCHEDULES.canonical(schedule)
+        # None: every carrier kind; else the CARRIERS names given (any spelling; one name alone too).
+        self.kinds = None
+        if kinds is not None:
+            kinds = [kinds] if isinstance(kinds, str) else list(kinds)
+            for i, kind in enumerate(kinds):
+                CARRIERS.get(kind, f"kinds[{i}]")  # an unknown kind: the valid ones are listed
+            self.kinds = [CARRIERS.canonical(kind) for kind in kinds]
         # A knob no registered schedule takes is a typo, not a knob for another schedule.
         known = all_knob_names()
         for name, value in knobs.items():
@@ -123,8 +134,16 @@ class DropoutSchedule(Control):
 
     @override
     def check(self, pl_module: L.LightningModule) -> None:
-        if not dropout_modules(pl_module):
-            raise ConfigError("", "the model has no dropout layer for the schedule to set")
+        if dropout_carriers(pl_module, self.kinds):
+            return
+        if self.kinds is not None:
+            kinds = ", ".join(self.kinds)
+            raise ConfigError("kinds", f"the model has no dropout of kind {kinds} for the schedule")
+        raise ConfigError(
+            "",
+            "the model has no dropout layer for the schedule to set (nor DropPath, attention "
+            "dropout, or LSTM/GRU dropout between layers: num_layers > 1)",
+        )
 
     @override
     def metric_names(self, stage: str) -> list[str]:
@@ -133,5 +152,5 @@ class DropoutSchedule(Control):
     @override
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         p = self.p_at(trainer.current_epoch)
-        set_dropout_p(pl_module, p)
+        set_dropout_p(pl_module, p, self.kinds)
         pl_module.log("dropout/p", p, on_step=False, on_epoch=True)

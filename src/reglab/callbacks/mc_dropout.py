@@ -1,9 +1,11 @@
 """Monte-Carlo dropout metrics at validation and test; driven by `dropout=mc`.
 
 Lightning evaluates in eval mode, so the module's own metrics stay deterministic. For every
-evaluation batch this callback switches only the dropout layers back to train mode (BatchNorm
+evaluation batch this callback switches only the dropout carriers back to train mode (Dropout
+layers, DropPath, LSTM/GRU dropout between layers, attention dropout, and a TransformerEncoderLayer
+itself, whose eval fast path would skip its dropout: `reglab.nn.modes.dropout_on`; BatchNorm
 stays in eval and its running statistics are untouched), averages `samples` stochastic softmax
-outputs at the p the model's layers were built with (`model.dropout`), switches them back, and
+outputs at the rates the model was built with (`model.dropout`), restores every mode, and
 logs `<stage>/mc_acc`, `<stage>/mc_loss` (NLL of the mean), the mean predictive entropy
 `<stage>/mc_entropy` and `<stage>/mc_spread` (mean std across passes). The sanity check is
 skipped. `trainer.predict` stays deterministic: MC predictions are the explicit function
@@ -23,7 +25,7 @@ from typing_extensions import override
 from reglab import checks
 from reglab.callbacks.control import Control
 from reglab.errors import ConfigError
-from reglab.nn.modes import dropout_modules, mc_predict
+from reglab.nn.modes import dropout_carriers, mc_predict
 
 STAGES = ("val", "test")
 # The metric prefix of each evaluation stage; the sanity check is not one of them.
@@ -43,8 +45,12 @@ class MCDropout(Control):
 
     @override
     def check(self, pl_module: L.LightningModule) -> None:
-        if not dropout_modules(pl_module):
-            raise ConfigError("", "MC dropout needs a model with dropout layers")
+        if not dropout_carriers(pl_module):
+            raise ConfigError(
+                "",
+                "MC dropout needs a model with dropout layers (or DropPath, attention dropout, or "
+                "LSTM/GRU dropout between layers: num_layers > 1); this model has none",
+            )
         if getattr(pl_module, "task", "classification") != "classification":
             raise ConfigError("", "MC dropout metrics are defined for classification")
 

@@ -1,11 +1,14 @@
 """Checks that evaluation really runs in eval mode; driven by `callbacks` (on by default).
 
 It does not change training. At the first batch of every validation and test epoch it asserts that
-no module of the model is in train mode: dropout off, BatchNorm on its running statistics. (MC
-dropout switches dropout on only inside its own extra passes, so it passes the audit too.) Once
-per run, a resumed run included, it says so in one line (`eval mode ok: 2 dropout, 1 batchnorm`)
-and writes the mode of every module during training and during evaluation to train.log. The check
-costs one walk over the modules per evaluation epoch.
+no module of the model is in train mode: dropout off (Dropout layers, DropPath, LSTM/GRU dropout
+between layers, attention dropout; a TransformerEncoderLayer on its deterministic fast path),
+BatchNorm on its running statistics. (MC dropout switches dropout on only inside its own extra
+passes, so it passes the audit too.) Once per run, a resumed run included, it says so in one line
+that counts what it checked: `eval mode ok: 2 dropout, 1 batchnorm`, with the other dropout kinds
+(`reglab.nn.modes.CARRIERS`) only where the net has them (`eval mode ok: 3 dropout, 2 attention,
+1 recurrent, 0 batchnorm`). It writes the mode of every module during training and during
+evaluation to train.log. The check costs one walk over the modules per evaluation epoch.
 """
 
 from __future__ import annotations
@@ -14,10 +17,20 @@ from typing import Any
 
 import lightning as L
 from lightning.pytorch.trainer.states import RunningStage
+from torch import nn
 from typing_extensions import override
 
 from reglab import log
-from reglab.nn.modes import batchnorm_modules, dropout_modules, modes
+from reglab.nn.modes import batchnorm_modules, carrier_counts, modes
+
+
+def audit_counts(net: nn.Module) -> str:
+    """What the audit checked, as '3 dropout, 2 attention, 1 recurrent, 0 batchnorm': Dropout
+    layers and BatchNorm always, the other dropout kinds where the net has them."""
+    counts = carrier_counts(net)
+    kinds = [f"{counts.pop('dropout')} dropout"]
+    kinds += [f"{n} {kind.replace('_', ' ')}" for kind, n in counts.items() if n]
+    return ", ".join([*kinds, f"{len(batchnorm_modules(net))} batchnorm"])
 
 
 class EvalModeAudit(L.Callback):
@@ -34,8 +47,7 @@ class EvalModeAudit(L.Callback):
         listing = ", ".join(f"{name}={mode}" for name, mode in modes(net).items())
         log.detail(f"reglab mode audit ({phase}): {listing}")
         if phase == "evaluation":  # reached only when the check below passed
-            counts = f"{len(dropout_modules(net))} dropout, {len(batchnorm_modules(net))} batchnorm"
-            log.info(f"reglab: eval mode ok: {counts}")
+            log.info(f"reglab: eval mode ok: {audit_counts(net)}")
 
     @override
     def on_train_batch_start(

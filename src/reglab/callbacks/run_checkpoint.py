@@ -7,22 +7,56 @@ run folder), so the first epoch after the resume became "best" whatever its scor
 used a different checkpoint than the best epoch reported. Here the checkpoints the state names
 are copied into the new folder and the state is re-pointed there: the resumed run keeps
 comparing against the true best, as the uninterrupted run does.
+
+`min_seconds_between_saves` (the `last` checkpoint in conf/callbacks/default.yaml: 30 s) skips an
+epoch-end write when the previous one is more recent, except at the final epoch, which is always
+written. A checkpoint write costs about as much as training a small net for a few batches, so
+writing one every epoch made short runs markedly slower; a kill -9 now loses at most that many
+seconds of training (the resume recomputes them and still equals the uninterrupted run).
 """
 
 from __future__ import annotations
 
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
+import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
 from typing_extensions import override
+
+from reglab import checks
 
 PATH_KEYS = ("best_model_path", "kth_best_model_path", "last_model_path")
 
 
 class RunCheckpoint(ModelCheckpoint):
     """ModelCheckpoint whose state follows the run into a new checkpoint folder on resume."""
+
+    def __init__(self, *args: Any, min_seconds_between_saves: float = 0.0, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.min_seconds_between_saves = checks.number(
+            "min_seconds_between_saves", min_seconds_between_saves, 0.0
+        )
+        self._last_write = time.monotonic()
+
+    @override
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_start(trainer, pl_module)
+        self._last_write = time.monotonic()  # the interval counts from the start of training
+
+    @override
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        recent = time.monotonic() - self._last_write < self.min_seconds_between_saves
+        if recent and not _final_epoch(trainer):
+            return
+        super().on_train_epoch_end(trainer, pl_module)
+
+    @override
+    def _save_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
+        super()._save_checkpoint(trainer, filepath)
+        self._last_write = time.monotonic()
 
     @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -50,3 +84,16 @@ class RunCheckpoint(ModelCheckpoint):
             move(path): score for path, score in (state.get("best_k_models") or {}).items()
         }
         return moved
+
+
+def _final_epoch(trainer: L.Trainer) -> bool:
+    """Whether training stops after the epoch now ending (early stopping, epoch or step limit).
+
+    Early stopping has decided by now: Lightning runs checkpoint callbacks after the others.
+    """
+    max_epochs, max_steps = trainer.max_epochs, trainer.max_steps
+    return (
+        trainer.should_stop
+        or (max_epochs is not None and max_epochs != -1 and trainer.current_epoch + 1 >= max_epochs)
+        or (max_steps != -1 and trainer.global_step >= max_steps)
+    )

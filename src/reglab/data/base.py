@@ -2,6 +2,9 @@
 
 Subclasses implement `load_arrays` and set `task`; the base class splits, standardizes, moves the
 tensors to the training device once in `setup`, and serves `TensorBatchLoader` batches.
+
+Token data (a subclass whose `vocab_size` is an int) keeps integer inputs: int64 tensors in
+[0, vocab_size), never standardized, carried unchanged by every split and degradation knob.
 """
 
 from __future__ import annotations
@@ -34,7 +37,11 @@ class Split:
 
 
 class TensorDataModule(L.LightningDataModule):
-    """In-memory LightningDataModule exposing `input_shape`, `task` and `num_classes`."""
+    """In-memory LightningDataModule exposing the shapes and kinds of its inputs and targets.
+
+    What the rest of reglab reads: `task`, `input_shape`, `input_dtype`, `vocab_size`,
+    `target_shape`, `num_classes`, `num_outputs` and `noisy_input_mse`.
+    """
 
     task: str = "classification"
 
@@ -92,11 +99,47 @@ class TensorDataModule(L.LightningDataModule):
         """All samples as (x, y), or a dict with 'train' and 'test' when the source splits them."""
         raise NotImplementedError
 
+    def input_moments(self, x_train: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Mean and std that standardize the inputs: per feature, or per channel for images."""
+        return _moments(x_train)
+
+    def standardized(
+        self, parts: dict[str, tuple[np.ndarray, np.ndarray]]
+    ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """The splits standardized with statistics of the training split (tokens stay as they are)."""
+        if self.standardize and self.vocab_size is None:
+            mean, std = self.input_moments(parts["train"][0])
+            parts = {k: ((x - mean) / std, y) for k, (x, y) in parts.items()}
+        if self.task == "regression" and self.standardize_target:
+            mean, std = _moments(parts["train"][1])
+            parts = {k: (x, (y - mean) / std) for k, (x, y) in parts.items()}
+        return parts
+
     # --- what the rest of reglab reads --------------------------------------------------------
     @property
     def input_shape(self) -> tuple[int, ...]:
         """Shape of one input sample (no batch dimension)."""
         return tuple(self.splits["train"].x.shape[1:])
+
+    @property
+    def vocab_size(self) -> int | None:
+        """Number of distinct input tokens for token data (inputs in [0, vocab_size)), else None."""
+        return None
+
+    @property
+    def input_dtype(self) -> torch.dtype:
+        """torch.int64 for token inputs, torch.float32 otherwise."""
+        return torch.float32 if self.vocab_size is None else torch.int64
+
+    @property
+    def target_shape(self) -> tuple[int, ...]:
+        """Shape of one target (no batch dimension): () for class labels, (k,) for k outputs."""
+        return tuple(self.splits["train"].y.shape[1:])
+
+    @property
+    def noisy_input_mse(self) -> dict[str, float] | None:
+        """MSE of returning the input unchanged, per evaluation split, for denoising data; else None."""
+        return None
 
     @property
     def num_classes(self) -> int | None:
@@ -107,10 +150,10 @@ class TensorDataModule(L.LightningDataModule):
 
     @property
     def num_outputs(self) -> int:
-        """Width of the net's output: classes, or target dimensions."""
+        """Width of the net's output: classes, or the number of target values (of `target_shape`)."""
         if self.task == "classification":
             return int(self.num_classes)
-        return int(self.splits["train"].y.shape[1])
+        return math.prod(self.target_shape)
 
     @cached_property
     def splits(self) -> dict[str, Split]:
@@ -121,13 +164,7 @@ class TensorDataModule(L.LightningDataModule):
             self._check_arrays(x, y)
         parts = self._split(raw)
         parts["train"] = self._degrade(*parts["train"])
-        x_train = parts["train"][0]
-        if self.standardize:
-            mean, std = _moments(x_train)
-            parts = {k: ((x - mean) / std, y) for k, (x, y) in parts.items()}
-        if self.task == "regression" and self.standardize_target:
-            mean, std = _moments(parts["train"][1])
-            parts = {k: (x, (y - mean) / std) for k, (x, y) in parts.items()}
+        parts = self.standardized(parts)
         splits = {k: Split(*self._to_tensors(x, y)) for k, (x, y) in parts.items()}
         for name, split in splits.items():  # finite values too large for float32 become inf
             bad = int((~torch.isfinite(split.x)).sum()) + int((~torch.isfinite(split.y)).sum())
@@ -152,6 +189,13 @@ class TensorDataModule(L.LightningDataModule):
             bad = int(np.count_nonzero(~np.isfinite(values)))
             if bad:
                 raise ConfigError("", f"{what} contain {bad} NaN/inf values")
+        vocab = self.vocab_size
+        if vocab is not None and (np.any(x != np.round(x)) or x.min() < 0 or x.max() >= vocab):
+            raise ConfigError(
+                "",
+                f"token inputs must be whole numbers in [0, {vocab}), found values in "
+                f"[{x.min():g}, {x.max():g}]",
+            )
         if self.task == "classification":
             if np.any(y != np.round(y)):
                 raise ConfigError("", "class labels must be whole numbers")
@@ -251,11 +295,12 @@ class TensorDataModule(L.LightningDataModule):
             )
 
     def _to_tensors(self, x: np.ndarray, y: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        xt = torch.as_tensor(np.ascontiguousarray(x), dtype=torch.float32)
+        xt = torch.as_tensor(np.ascontiguousarray(x), dtype=self.input_dtype)
         if self.task == "classification":
             return xt, torch.as_tensor(y, dtype=torch.long)
-        yt = torch.as_tensor(y, dtype=torch.float32)
-        return xt, yt.reshape(len(yt), -1)
+        yt = torch.as_tensor(np.ascontiguousarray(y), dtype=torch.float32)
+        # One target per sample becomes (N, 1); image targets (denoising) keep their shape.
+        return xt, yt.reshape(len(yt), -1) if yt.ndim < 3 else yt
 
     # --- Lightning hooks ----------------------------------------------------------------------
     def setup(self, stage: str | None = None) -> None:

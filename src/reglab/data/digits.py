@@ -1,30 +1,39 @@
-"""scikit-learn's bundled 8x8 digits (1797 samples, 10 classes): the default data set."""
+"""scikit-learn's bundled 8x8 digits (1797 samples, 10 classes): the default data set.
+
+Pixel intensities are whole numbers 0..16: `layout: tokens` gives them as 64 tokens of a
+vocabulary of 17, `noise_std` (`target: denoise`) is in these units too (4.0: a quarter of the
+intensity range).
+"""
 
 from __future__ import annotations
 
 import numpy as np
 from sklearn.datasets import load_digits
 
-from reglab import checks
-from reglab.data.base import TensorDataModule
+from reglab.data.images import ImageDataModule
 
-LAYOUTS = ("image", "flat")
+INTENSITIES = 17  # load_digits counts the set pixels of 4x4 blocks: 0..16
 
 
-class DigitsDataModule(TensorDataModule):
-    """Digits as 1x8x8 images (`layout: image`) or flat 64-vectors (`layout: flat`)."""
+class DigitsDataModule(ImageDataModule):
+    """Digits as 1x8x8 images, flat 64-vectors, 8 rows of 8 pixels, or 64 tokens (see `layout`)."""
 
-    task = "classification"
+    num_tokens = INTENSITIES
 
-    def __init__(self, layout: str = "image", **kwargs) -> None:
-        checks.choice("layout", layout, LAYOUTS)
-        super().__init__(**kwargs)
-        self.layout = layout
+    def __init__(
+        self, layout: str = "image", target: str = "label", noise_std: float = 4.0, **kwargs
+    ) -> None:
+        super().__init__(layout=layout, target=target, noise_std=noise_std, **kwargs)
 
-    def load_arrays(self) -> tuple[np.ndarray, np.ndarray]:
-        """All 1797 digits, shaped by the layout."""
+    def load_images(self) -> tuple[np.ndarray, np.ndarray]:
+        """All 1797 digits as (N, 8, 8) intensities 0..16, and their labels."""
         digits = load_digits()
-        x = digits.data.astype(np.float32)
-        if self.layout == "image":
-            x = x.reshape(-1, 1, 8, 8)
-        return x, digits.target.astype(np.int64)
+        return digits.images, digits.target.astype(np.int64)
+
+    def pixels(self, images: np.ndarray) -> np.ndarray:
+        """The intensities as float32."""
+        return images.astype(np.float32)
+
+    def tokens(self, images: np.ndarray) -> np.ndarray:
+        """The intensities themselves: whole numbers 0..16."""
+        return images.astype(np.int64)

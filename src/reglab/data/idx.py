@@ -1,4 +1,9 @@
-"""MNIST-format IDX files at a user path (MNIST, Fashion-MNIST, KMNIST, ...), gzipped or not."""
+"""MNIST-format IDX files at a user path (MNIST, Fashion-MNIST, KMNIST, ...), gzipped or not.
+
+The images take every layout of `reglab.data.images`. Pixel values are divided by 255 (so bytes
+give [0, 1], the units of `noise_std` for `target: denoise`); `layout: tokens` quantizes bytes
+0..255 into `levels` tokens, token = pixel * levels // 256 (levels 256: the bytes themselves).
+"""
 
 from __future__ import annotations
 
@@ -11,7 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from reglab.data.base import TensorDataModule
+from reglab import checks
+from reglab.data.images import ImageDataModule
 from reglab.errors import ConfigError
 
 _DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
@@ -77,16 +83,18 @@ def _read_bytes(path: Path) -> bytes:
     raise ConfigError("path", f"{path.name}: {problem}")
 
 
-class IdxDataModule(TensorDataModule):
+class IdxDataModule(ImageDataModule):
     """Images and labels from `<path>/<prefix>-images-idx3-ubyte[.gz]` and `...-labels-idx1-ubyte`."""
-
-    task = "classification"
 
     def __init__(
         self,
         path: str | None = None,
         train_prefix: str = "train",
         test_prefix: str = "t10k",
+        layout: str = "image",
+        target: str = "label",
+        noise_std: float = 0.25,
+        levels: int = 256,
         **kwargs,
     ) -> None:
         if path is None or path == "":
@@ -97,7 +105,8 @@ class IdxDataModule(TensorDataModule):
             raise ConfigError(
                 "test_prefix", f"must differ from train_prefix, both are {test_prefix!r}"
             )
-        super().__init__(**kwargs)
+        self.levels = checks.integer("levels", levels, 2, 256)
+        super().__init__(layout=layout, target=target, noise_std=noise_std, **kwargs)
         self.path = Path(path if isinstance(path, PathLike) else _name("path", path)).expanduser()
         self.train_prefix, self.test_prefix = train_prefix, test_prefix
         try:
@@ -140,14 +149,34 @@ class IdxDataModule(TensorDataModule):
         if labels.min() < 0:
             negative = int(np.count_nonzero(labels < 0))
             raise ConfigError("path", f"{labels_file.name}: {negative} negative labels")
-        with np.errstate(over="ignore"):  # float64 pixels beyond float32 become inf: refused next
-            x = images[:, None].astype(np.float32) / 255.0
-        bad = int(np.count_nonzero(~np.isfinite(x)))
+        whole = images.dtype.kind in "iu"  # integer pixels are finite as float32 too
+        bad = 0 if whole else int(np.count_nonzero(~np.isfinite(self.pixels(images))))
         if bad:
             raise ConfigError("path", f"{images_file.name}: {bad} NaN/inf pixel values")
-        return x, labels.astype(np.int64)
+        return images, labels.astype(np.int64)
 
-    def load_arrays(self) -> tuple[np.ndarray, np.ndarray] | dict:
+    @property
+    def num_tokens(self) -> int:
+        """The token vocabulary: `levels`."""
+        return self.levels
+
+    def pixels(self, images: np.ndarray) -> np.ndarray:
+        """Pixel values / 255 as float32 (float64 values beyond float32 become inf)."""
+        with np.errstate(over="ignore"):
+            return images.astype(np.float32) / 255.0
+
+    def tokens(self, images: np.ndarray) -> np.ndarray:
+        """Bytes 0..255 quantized into `levels` tokens: pixel * levels // 256."""
+        low, high = images.min(), images.max()
+        if np.any(images != np.round(images)) or low < 0 or high > 255:
+            raise ConfigError(
+                "layout",
+                f"tokens need whole-number pixel values in 0..255, the images hold {images.dtype} "
+                f"values in [{low:g}, {high:g}]: use layout image, flat or sequence",
+            )
+        return images.astype(np.int64) * self.levels // 256
+
+    def load_images(self) -> tuple[np.ndarray, np.ndarray] | dict:
         """The train pair, and the test pair when present (else the test split comes from train)."""
         train = self._pair(self.train_prefix)
         test_images = self._find(self.test_prefix, "images", "idx3", required=False)
@@ -155,7 +184,7 @@ class IdxDataModule(TensorDataModule):
             return train
         test = self._pair(self.test_prefix)
         if test[0].shape[1:] != train[0].shape[1:]:
-            size, expected = ("x".join(map(str, a[0].shape[2:])) for a in (test, train))
+            size, expected = ("x".join(map(str, a[0].shape[1:])) for a in (test, train))
             train_images = self._find(self.train_prefix, "images", "idx3")
             raise ConfigError(
                 "path",

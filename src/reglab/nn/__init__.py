@@ -1,10 +1,10 @@
-"""The layer catalogue, the net builder and init schemes.
+"""The layer catalogue, the net builder (with residual blocks) and init schemes.
 
 Register a layer defined in any file with `@layer(name, kind=...)` or `register_layer(...)`
 (see reglab.nn.registry); it can then be named in a model spec and, by its kind, as a knob.
 """
 
-from reglab.nn import activations, catalogue, gated  # noqa: F401 - fill the registry
+from reglab.nn import activations, catalogue, gated, sequence  # noqa: F401 - fill the registry
 from reglab.nn.builder import build_net, check_knobs
 from reglab.nn.init import INIT_SCHEMES
 from reglab.nn.registry import (

@@ -1,12 +1,16 @@
-"""Turn a model spec (a list of layers and repeated blocks) into a named `nn.Sequential`.
+"""Turn a model spec (a list of layers, repeated and residual blocks) into a named `nn.Sequential`.
 
 A spec entry is one of:
   relu                                  a layer by name, default arguments
   {linear: {out_features: 64}}          a layer with keyword arguments
   {repeat: 3, block: [...]}             a block of entries, repeated (each copy is a sub-Sequential)
+  {residual: [...], drop_path: 0.1}     a block whose input is added to its output (reglab.nn.residual);
+                                        drop_path (optional) is stochastic depth on the block
   none / null                           nothing (lets a knob such as `norm: none` drop a layer)
-Shape arguments (in_features, in_channels, num_features, ...) are inferred by a dry forward pass;
-a final Linear head with the data's number of outputs is appended unless `head: false`.
+Shape arguments (in_features, in_channels, num_features, input_size, d_model, num_embeddings, ...)
+are inferred by a dry forward pass that tracks the shape and the dtype: integer token inputs flow
+until an `embedding` turns them into vectors. A final Linear head with the data's number of outputs
+is appended unless `head: false`.
 
 Errors are ConfigErrors keyed relative to the model node (`layers[2].linear.p`, `activation`,
 `head`); the config layer, which knows the node sits at `model`, adds that prefix.
@@ -14,6 +18,7 @@ Errors are ConfigErrors keyed relative to the model node (`layers[2].linear.p`, 
 
 from __future__ import annotations
 
+import math
 from collections import Counter, OrderedDict
 from collections.abc import Sequence
 
@@ -25,31 +30,52 @@ from reglab.errors import ConfigError
 from reglab.names import SKIP, check_knobs
 from reglab.nn.init import init_weights
 from reglab.nn.registry import LAYERS, LayerEntry, Shape
+from reglab.nn.residual import Residual, projection
 
 
-def build_net(spec: dict, input_shape: Sequence[int], num_outputs: int) -> nn.Sequential:
-    """Build the net described by `spec` for inputs of `input_shape` (no batch dim)."""
+def build_net(
+    spec: dict,
+    input_shape: Sequence[int],
+    num_outputs: int,
+    *,
+    input_dtype: torch.dtype = torch.float32,
+    vocab_size: int | None = None,
+    output_shape: Sequence[int] | None = None,
+) -> nn.Sequential:
+    """Build the net described by `spec` for inputs of `input_shape` (no batch dim) and `input_dtype`.
+
+    Integer inputs are token ids in [0, vocab_size). With `head: false` the body's output must
+    have `output_shape` (no batch dim; default `(num_outputs,)`); with the Linear head the data's
+    outputs must be a vector.
+    """
     # Keys other than layers/init/head are knobs (width, depth, ...) used through interpolation.
     check_knobs(spec)
     layers = spec.get("layers")
     if not isinstance(layers, list) or not layers:
         raise ConfigError("layers", "must be a non-empty list of layers")
-    builder = _Builder(tuple(int(d) for d in input_shape))
+    wanted = (num_outputs,) if output_shape is None else tuple(int(d) for d in output_shape)
+    builder = _Builder(tuple(int(d) for d in input_shape), input_dtype, vocab_size)
     modules = builder.build_list(layers, "layers")
     if not checks.boolean("head", spec.get("head", True)):
-        if builder.shape != (num_outputs,):
+        if builder.shape != wanted:
             raise ConfigError(
                 "head",
                 f"false, but the net's output has shape {builder.shape} where the data needs "
-                f"({num_outputs},): end `layers` with a linear of out_features {num_outputs}, "
-                "or set head: true",
+                f"{wanted}: {_ending(wanted)}, or set head: true",
             )
     else:
+        if len(wanted) != 1:
+            raise ConfigError(
+                "head",
+                f"true, but the data needs outputs of shape {wanted}, which a Linear head does not "
+                f"give: {_ending(wanted)} and set head: false",
+            )
         if len(builder.shape) != 1:
             raise ConfigError(
                 "layers",
                 f"the body's output has shape {builder.shape}; end it with `flatten` or "
-                "pooling so that the Linear head gets (N, features)",
+                "pooling (`sequence_pool` for sequences) so that the Linear head gets "
+                "(N, features)",
             )
         modules.append(("head", builder.make("linear", {"out_features": num_outputs}, "head")))
     net = nn.Sequential(OrderedDict(modules))
@@ -57,11 +83,21 @@ def build_net(spec: dict, input_shape: Sequence[int], num_outputs: int) -> nn.Se
     return net
 
 
-class _Builder:
-    """Builds modules one at a time, tracking the output shape with a dry forward pass."""
+def _ending(shape: Shape) -> str:
+    if len(shape) == 1:
+        return f"end `layers` with a linear of out_features {shape[0]}"
+    return f"end `layers` with layers that give {shape}"
 
-    def __init__(self, input_shape: Shape) -> None:
+
+class _Builder:
+    """Builds modules one at a time, tracking the output shape and dtype with a dry forward pass."""
+
+    def __init__(
+        self, input_shape: Shape, input_dtype: torch.dtype, vocab_size: int | None
+    ) -> None:
         self.shape = input_shape
+        self.dtype = input_dtype
+        self.vocab_size = vocab_size
 
     def build_list(self, entries: list, key: str) -> list[tuple[str, nn.Module]]:
         built: list[tuple[str, nn.Module]] = []
@@ -71,6 +107,9 @@ class _Builder:
                 continue
             if isinstance(entry, dict) and "repeat" in entry:
                 built.extend(self.build_repeat(entry, entry_key))
+                continue
+            if isinstance(entry, dict) and "residual" in entry:
+                built.append(("residual", self.build_residual(entry, entry_key)))
                 continue
             name, kwargs = _parse_entry(entry, entry_key)
             built.append((name, self.make(name, kwargs, entry_key)))
@@ -88,11 +127,72 @@ class _Builder:
             for _ in range(times)
         ]
 
+    def build_residual(self, entry: dict, key: str) -> Residual:
+        for extra in sorted(set(entry) - {"residual", "drop_path"}, key=str):
+            checks.choice(key, extra, ["residual", "drop_path"])
+        block_key = f"{key}.residual"
+        layers = entry["residual"]
+        if not isinstance(layers, list) or not layers:
+            raise ConfigError(block_key, "must be a non-empty list of layers")
+        drop_path = entry.get("drop_path")
+        if drop_path is not None:
+            checks.probability(f"{key}.drop_path", drop_path, allow_one=False)
+        in_shape = self.shape
+        block = nn.Sequential(OrderedDict(self.build_list(layers, block_key)))
+        try:
+            shortcut = projection(in_shape, self.shape)
+        except ConfigError as error:
+            raise error.under(block_key) from None
+        return Residual(block, shortcut, drop_path)
+
     def make(self, name: str, kwargs: dict, key: str) -> nn.Module:
         entry = LAYERS.get(name, key)
-        module = _construct(entry, kwargs, self.shape, key)
-        self.shape = _dry_forward(module, self.shape, entry.name, key)
+        _check_input(entry, self.shape, self.dtype, key)
+        context = {"vocab_size": self.vocab_size, "dtype": self.dtype}
+        module = _construct(entry, kwargs, entry.inferred(self.shape, **context), key)
+        self.shape, self.dtype = _dry_forward(
+            module, entry.name, self.shape, self.dtype, self.vocab_size, key
+        )
         return module
+
+
+def _check_input(entry: LayerEntry, shape: Shape, dtype: torch.dtype, key: str) -> None:
+    """Refuse a layer the tracked input cannot go to, by what its entry declares it takes."""
+    integer = _is_integer(dtype)
+    if entry.inputs == "integer" and not integer:
+        raise ConfigError(
+            key,
+            f"{entry.name} takes integer token ids (data.layout=tokens), got {dtype_name(dtype)} "
+            f"inputs of shape {shape}",
+        )
+    if entry.inputs == "float" and integer:
+        raise ConfigError(
+            key,
+            f"{entry.name} needs float inputs, got integer token ids of shape {shape}: "
+            "put an `embedding` before it",
+        )
+    if entry.ndim is not None and len(shape) != entry.ndim:
+        raise ConfigError(key, _ndim_message(entry, shape))
+
+
+def _ndim_message(entry: LayerEntry, shape: Shape) -> str:
+    if entry.ndim != 2:
+        return f"{entry.name} needs inputs of {entry.ndim} dimensions, got shape {shape}"
+    hint = (
+        "a flatten or pooling before it merged the steps"
+        if len(shape) < 2
+        else "use sequence data (data.layout=sequence) or an embedding of tokens"
+    )
+    return f"{entry.name} needs (steps, features) sequences, got shape {shape}: {hint}"
+
+
+def _is_integer(dtype: torch.dtype) -> bool:
+    return not (dtype.is_floating_point or dtype.is_complex)
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    """`float32`, `int64`: a dtype as a message shows it."""
+    return str(dtype).removeprefix("torch.")
 
 
 def _parse_entry(entry: object, key: str) -> tuple[str, dict]:
@@ -103,13 +203,13 @@ def _parse_entry(entry: object, key: str) -> tuple[str, dict]:
         return str(name), checks.mapping(f"{key}.{name}", kwargs)
     raise ConfigError(
         key,
-        f"expected a layer name, {{name: {{kwargs}}}} or {{repeat: N, block: [...]}}, got {entry!r}",
+        f"expected a layer name, {{name: {{kwargs}}}}, {{repeat: N, block: [...]}} or "
+        f"{{residual: [...]}}, got {entry!r}",
     )
 
 
-def _construct(entry: LayerEntry, kwargs: dict, shape: Shape, key: str) -> nn.Module:
+def _construct(entry: LayerEntry, kwargs: dict, inferred: dict, key: str) -> nn.Module:
     checks.arguments(f"{key}.{entry.name}", entry.cls, kwargs)
-    inferred = entry.infer(shape) if entry.infer else {}
     arguments = {**inferred, **kwargs}
     for size in ("out_features", "out_channels"):  # torch builds empty layers from 0
         if size in arguments:
@@ -124,21 +224,38 @@ def _construct(entry: LayerEntry, kwargs: dict, shape: Shape, key: str) -> nn.Mo
         )
     try:
         return entry.cls(**arguments)
-    except (TypeError, ValueError) as error:
+    except ConfigError as error:  # a catalogue class checking its own arguments
+        raise error.under(f"{key}.{entry.name}") from None
+    except (TypeError, ValueError, AssertionError) as error:  # torch asserts some arguments
         raise ConfigError(f"{key}.{entry.name}", f"bad arguments {arguments}: {error}") from None
 
 
-def _dry_forward(module: nn.Module, shape: Shape, name: str, key: str) -> Shape:
+def _dry_forward(
+    module: nn.Module, name: str, shape: Shape, dtype: torch.dtype, vocab_size: int | None, key: str
+) -> tuple[Shape, torch.dtype]:
+    """The output shape and dtype of `module` on a batch of two inputs of `shape` and `dtype`."""
+    if not _is_integer(dtype):
+        x = torch.randn(2, *shape)
+    else:
+        # Every id in [0, vocab_size), in order: an embedding smaller than the vocabulary fails.
+        ids = torch.arange(2 * math.prod(shape)).remainder(vocab_size or 1)
+        x = ids.reshape(2, *shape).to(dtype)
     # Eval mode: BatchNorm must not move its running statistics on dummy data.
     module.eval()
     try:
         with torch.no_grad():
-            out = module(torch.randn(2, *shape))
+            out = module(x)
     except Exception as error:  # noqa: BLE001 - any failure here is a spec/shape mismatch
-        raise ConfigError(key, f"{name} cannot take inputs of shape {shape}: {error}") from None
+        raise ConfigError(
+            key, f"{name} cannot take inputs of shape {shape} ({dtype_name(dtype)}): {error}"
+        ) from None
     finally:
         module.train()
-    return tuple(out.shape[1:])
+    if not isinstance(out, torch.Tensor):
+        raise ConfigError(
+            key, f"{name} returns {type(out).__name__}, not a tensor the next layer can take"
+        )
+    return tuple(out.shape[1:]), out.dtype
 
 
 def _readable_names(built: list[tuple[str, nn.Module]]) -> list[tuple[str, nn.Module]]:

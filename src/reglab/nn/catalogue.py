@@ -3,8 +3,9 @@
 Each entry says what kind of layer it is (which model knob it may fill: `activation` takes kind
 "activation", `norm` kind "norm") and which constructor arguments can be read off the input shape
 (without the batch dimension): e.g. `linear` infers `in_features` from the last dimension, `conv2d`
-infers `in_channels` from the first. Layers defined elsewhere register themselves the same way
-(Swish in activations.py, the gated block in gated.py).
+infers `in_channels` from the first, `embedding` its `num_embeddings` from the data's vocabulary
+size. Layers defined elsewhere register themselves the same way (Swish in activations.py, the gated
+block in gated.py, the recurrent, transformer and sequence layers in sequence.py).
 """
 
 from __future__ import annotations
@@ -31,6 +32,11 @@ def _normalized_shape(shape: Shape) -> dict:
     return {"normalized_shape": list(shape)}
 
 
+def _vocabulary(shape: Shape, *, vocab_size: int | None) -> dict:
+    # Token data know their vocabulary; otherwise `num_embeddings` must be given.
+    return {} if vocab_size is None else {"num_embeddings": vocab_size}
+
+
 def _group_norm(shape: Shape) -> dict:
     channels = shape[0]
     # Default: the largest of 8/4/2 groups that divides the channels and is not one per channel.
@@ -40,16 +46,21 @@ def _group_norm(shape: Shape) -> dict:
 
 # linear
 register_layer("linear", nn.Linear, _features_last, kind="linear")
-register_layer("flatten", nn.Flatten, kind="other")
-register_layer("identity", nn.Identity, kind="other")
+register_layer("flatten", nn.Flatten, kind="other", inputs="any")
+register_layer("identity", nn.Identity, kind="other", inputs="any")
+# sparse: token ids (N, T) -> vectors (N, T, embedding_dim)
+register_layer("embedding", nn.Embedding, _vocabulary, kind="embedding", inputs="integer")
 # convolution and pooling
 register_layer("conv2d", nn.Conv2d, _channels_first, kind="conv")
 register_layer("conv3d", nn.Conv3d, _channels_first, kind="conv")
+register_layer("conv_transpose2d", nn.ConvTranspose2d, _channels_first, kind="conv")
 register_layer("max_pool2d", nn.MaxPool2d, kind="pool")
 register_layer("avg_pool2d", nn.AvgPool2d, kind="pool")
 register_layer("adaptive_avg_pool2d", nn.AdaptiveAvgPool2d, kind="pool")
 register_layer("max_pool3d", nn.MaxPool3d, kind="pool")
 register_layer("adaptive_avg_pool3d", nn.AdaptiveAvgPool3d, kind="pool")
+# vision: (C, H, W) -> (C, H', W') by scale_factor or size
+register_layer("upsample", nn.Upsample, kind="upsample")
 # normalization
 register_layer("batch_norm1d", nn.BatchNorm1d, _num_features, kind="norm")
 register_layer("batch_norm2d", nn.BatchNorm2d, _num_features, kind="norm")

@@ -14,7 +14,7 @@ from torch import nn
 
 from reglab.registry import Registry
 
-WEIGHTED = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+WEIGHTED = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose2d)
 
 INIT_SCHEMES: Registry[Callable[[nn.Module], None]] = Registry("init scheme")
 

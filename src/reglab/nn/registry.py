@@ -14,9 +14,18 @@ one call, and can then be named in a model spec or as a model knob (`model.activ
 
 The kind is declared, never guessed: it says which knob a layer may fill (`activation` takes only
 kind "activation", `norm` only kind "norm") and which checks apply (dropout's p < 1). `infer` maps
-an input shape (without the batch dimension) to the constructor arguments it determines. Names are
-matched case-insensitively and without underscores: `batch_norm1d`, `BatchNorm1d` and `batchnorm1d`
-are one entry.
+an input shape (without the batch dimension) to the constructor arguments it determines; an infer
+function that also names `vocab_size` or `dtype` as keyword parameters gets the data's vocabulary
+size and the tracked input dtype (the embedding reads `num_embeddings` that way):
+
+    register_layer("my_embedding", MyEmbedding, kind="embedding", inputs="integer",
+                   infer=lambda shape, *, vocab_size: {"vocab": vocab_size})
+
+What a layer takes is declared too, so that a misplaced layer is a one-line error naming the spec
+entry: `inputs` is "float" (the default), "integer" (token ids: the embedding) or "any" (flatten,
+identity); `ndim` is the number of input dimensions without the batch one it needs (2 for the
+sequence layers: (T, F)), None for any. Names are matched case-insensitively and without
+underscores: `batch_norm1d`, `BatchNorm1d` and `batchnorm1d` are one entry.
 """
 
 from __future__ import annotations
@@ -31,11 +40,17 @@ from reglab import checks
 from reglab.registry import Registry
 
 Shape = tuple[int, ...]
-ShapeInference = Callable[[Shape], dict]
+# infer(shape) -> kwargs; it may also take the keyword parameters `vocab_size` and `dtype`.
+ShapeInference = Callable[..., dict]
 
 # What a layer is, as far as the builder and the model knobs care; "other" for anything else
 # (flatten, identity, custom blocks).
-LAYER_KINDS = ("linear", "conv", "pool", "norm", "dropout", "activation", "other")
+LAYER_KINDS = (
+    "linear", "conv", "pool", "norm", "dropout", "activation", "embedding", "recurrent",
+    "attention", "upsample", "other",
+)  # fmt: skip
+# The input dtypes a layer may declare it takes.
+LAYER_INPUTS = ("float", "integer", "any")
 
 
 @dataclass(frozen=True)
@@ -46,6 +61,15 @@ class LayerEntry:
     cls: type[nn.Module]
     infer: ShapeInference | None = None
     kind: str = "other"
+    inputs: str = "float"
+    ndim: int | None = None
+
+    def inferred(self, shape: Shape, **context: object) -> dict:
+        """The constructor arguments `infer` reads off the input (the context keys it names)."""
+        if self.infer is None:
+            return {}
+        wanted = inspect.signature(self.infer).parameters
+        return self.infer(shape, **{k: v for k, v in context.items() if k in wanted})
 
     def required(self) -> list[str]:
         """Constructor arguments without a default value."""
@@ -63,15 +87,25 @@ LAYERS: Registry[LayerEntry] = Registry("layer")
 
 
 def register_layer(
-    name: str, cls: type[nn.Module], infer: ShapeInference | None = None, kind: str = "other"
+    name: str,
+    cls: type[nn.Module],
+    infer: ShapeInference | None = None,
+    kind: str = "other",
+    *,
+    inputs: str = "float",
+    ndim: int | None = None,
 ) -> LayerEntry:
-    """Add `cls` to the catalogue under `name` as a layer of `kind` (one of LAYER_KINDS).
+    """Add `cls` to the catalogue under `name` as a layer of `kind` (one of LAYER_KINDS), taking
+    `inputs` (one of LAYER_INPUTS) with `ndim` dimensions besides the batch (None: any).
 
     Registering the same entry again is a no-op (a module imported twice); another layer under a
     taken name (in any spelling) is a KeyError.
     """
     checks.choice("kind", kind, LAYER_KINDS)
-    entry = LayerEntry(name=name, cls=cls, infer=infer, kind=kind)
+    checks.choice("inputs", inputs, LAYER_INPUTS)
+    if ndim is not None:
+        checks.integer("ndim", ndim, minimum=1)
+    entry = LayerEntry(name=name, cls=cls, infer=infer, kind=kind, inputs=inputs, ndim=ndim)
     existing = LAYERS.find(name)
     if existing is not None and existing == entry:
         return existing
@@ -79,12 +113,17 @@ def register_layer(
 
 
 def layer(
-    name: str, infer: ShapeInference | None = None, kind: str = "other"
+    name: str,
+    infer: ShapeInference | None = None,
+    kind: str = "other",
+    *,
+    inputs: str = "float",
+    ndim: int | None = None,
 ) -> Callable[[type], type]:
     """Class decorator form of `register_layer`."""
 
     def decorate(cls: type[nn.Module]) -> type[nn.Module]:
-        register_layer(name, cls, infer, kind)
+        register_layer(name, cls, infer, kind, inputs=inputs, ndim=ndim)
         return cls
 
     return decorate

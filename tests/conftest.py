@@ -14,6 +14,9 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
+from reglab.module import RegLabModule
+from reglab.regularization import make_penalty
+
 # One test process per core (pytest -n auto): each process, and the `python train.py` it starts,
 # computes on one thread, or the processes would fight over the cores.
 if os.environ.get("PYTEST_XDIST_WORKER"):
@@ -137,3 +140,18 @@ def option_folder(root: Path, group: str, option: str, text: str) -> str:
 def run_records(folder: Path) -> list[dict]:
     """Every metrics.json under `folder`/outputs (runs and sweep jobs), in path order."""
     return [json.loads(p.read_text()) for p in sorted((folder / "outputs").rglob("metrics.json"))]
+
+
+class AutogradPenalty(RegLabModule):
+    """The reference for a penalty callback: strength * R(weights with ndim > 1) added to the
+    training loss and differentiated by autograd."""
+
+    def __init__(self, *args, kind: str, strength: float, l1_ratio=None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.reference_penalty = make_penalty(kind, {"l1_ratio": l1_ratio})
+        self.reference_strength = strength
+
+    def training_step(self, batch, batch_idx):
+        loss = super().training_step(batch, batch_idx)
+        weights = [p for p in self.net.parameters() if p.ndim > 1]
+        return loss + self.reference_strength * self.reference_penalty.value(weights)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import quiet_trainer, run_train_py
+from conftest import AutogradPenalty, quiet_trainer, run_train_py
 from reglab.callbacks import WeightPenalty
 from reglab.callbacks.weight_penalty import effective_step
 from reglab.data.base import TensorDataModule
@@ -291,20 +291,6 @@ class RandomData(TensorDataModule):
     def setup(self, stage=None):
         super().setup(stage)
         self._loaders["train"].shuffle = False
-
-
-class AutogradPenalty(RegLabModule):
-    """The reference: strength * R(weights) added to the training loss, differentiated by autograd."""
-
-    def __init__(self, *args, kind: str, strength: float, l1_ratio=None, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.reference_penalty = make_penalty(kind, {"l1_ratio": l1_ratio})
-        self.reference_strength = strength
-
-    def training_step(self, batch, batch_idx):
-        loss = super().training_step(batch, batch_idx)
-        weights = [p for p in self.net.parameters() if p.ndim > 1]
-        return loss + self.reference_strength * self.reference_penalty.value(weights)
 
 
 OPTIMIZERS = {

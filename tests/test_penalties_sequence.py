@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import compose_config, quiet_trainer
+from conftest import AutogradPenalty, compose_config, quiet_trainer
 from reglab.callbacks import WeightPenalty
 from reglab.data.base import TensorDataModule
 from reglab.module import RegLabModule
-from reglab.regularization import make_penalty, select_parameters
+from reglab.regularization import select_parameters
 
 STEPS, FEATURES, VOCAB, TOKENS = 4, 3, 7, 6
 LSTM_SPEC = {"layers": [{"lstm": {"hidden_size": 5, "num_layers": 2, "dropout": 0.0}}]}
@@ -72,20 +72,6 @@ class RandomSequences(TensorDataModule):
     def setup(self, stage=None):
         super().setup(stage)
         self._loaders["train"].shuffle = False
-
-
-class AutogradPenalty(RegLabModule):
-    """The reference: strength * R(weights with ndim > 1) added to the loss, through autograd."""
-
-    def __init__(self, *args, kind: str, strength: float, l1_ratio=None, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.reference_penalty = make_penalty(kind, {"l1_ratio": l1_ratio})
-        self.reference_strength = strength
-
-    def training_step(self, batch, batch_idx):
-        loss = super().training_step(batch, batch_idx)
-        weights = [p for p in self.net.parameters() if p.ndim > 1]
-        return loss + self.reference_strength * self.reference_penalty.value(weights)
 
 
 def _module(net: str, optimizer: str, penalty: dict | None = None) -> RegLabModule:

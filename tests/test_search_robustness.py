@@ -35,10 +35,11 @@ SEARCH = [
     "trainer.enable_progress_bar=false",
     "logger=none",
 ]
-RUNNING, FAIL, COMPLETE = (
+RUNNING, FAIL, COMPLETE, WAITING = (
     optuna.trial.TrialState.RUNNING,
     optuna.trial.TrialState.FAIL,
     optuna.trial.TrialState.COMPLETE,
+    optuna.trial.TrialState.WAITING,
 )
 
 
@@ -116,14 +117,18 @@ def test_shared_storage_fails_dead_workers_trials_and_keeps_live_ones(tmp_path, 
 
     args = [*SEARCH, "hparams_search.n_trials=1", f"hparams_search.storage={url}"]
     assert run_train_in_process([*args, "hparams_search.grace_period=1"], tmp_path) == 0
-    states = {t.number: t.state for t in load(tmp_path, url).trials}
+    trials = load(tmp_path, url).trials
+    states = {t.number: t.state for t in trials}
+    # Each failed trial is retried once: trial 4 ran silent's parameters, 5 (gone's) waits.
     assert states == {
         silent.number: FAIL,
         gone.number: FAIL,
         live.number: RUNNING,
         elsewhere.number: RUNNING,
         4: COMPLETE,
+        5: WAITING,
     }
+    assert [trials[n].system_attrs["failed_trial"] for n in (4, 5)] == [silent.number, gone.number]
 
 
 @pytest.mark.slow  # several seconds (a subprocess or many runs); CI runs the slow tests
@@ -183,6 +188,8 @@ P = "hparams_search.params"
         ("hparams_search.pruner=bogus", "hparams_search.pruner"),
         ("hparams_search.direction=up", "hparams_search.direction"),
         ("hparams_search.n_trials=0", "hparams_search.n_trials"),
+        ("hparams_search.n_trials=null", "hparams_search.n_trials"),
+        ("hparams_search.total_trials=0", "hparams_search.total_trials"),
         ("hparams_search.heartbeat_interval=0", "hparams_search.heartbeat_interval"),
         ("hparams_search.storage=notadb://x", "hparams_search.storage"),
     ],

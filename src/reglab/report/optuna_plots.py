@@ -5,21 +5,23 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import yaml
 from matplotlib.figure import Figure
 
 from reglab.report.layout import TITLE_WIDTH, fit_contents, new_figure, save, widen_for_ticks, wrap
 
 
 def plot_study(folder: Path) -> list[Path]:
-    """Plots for `folder/study.db` (written by `hparams_search`); nothing if there is no study."""
-    database = folder / "study.db"
-    if not database.is_file():
+    """Plots for the study of a search folder (`hparams_search`); nothing if there is none."""
+    storage, name = study_storage(folder)
+    if storage is None:
         return []
     import optuna
 
-    storage = f"sqlite:///{database.resolve()}"
     written = []
     for summary in optuna.get_all_study_summaries(storage):
+        if name is not None and summary.study_name != name:
+            continue  # a shared database holds other studies too
         study = optuna.load_study(study_name=summary.study_name, storage=storage)
         complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
         if not complete:
@@ -31,6 +33,19 @@ def plot_study(folder: Path) -> list[Path]:
             figure = importances_figure(importances)
             written.append(save(figure, folder / "report_optuna_importances.png"))
     return written
+
+
+def study_storage(folder: Path) -> tuple[str | None, str | None]:
+    """Where a search folder's study lives: its study.db (every study in it), or the shared
+    storage and study name its best.yaml records (a PostgreSQL study); (None, None) if neither."""
+    database = folder / "study.db"
+    if database.is_file():
+        return f"sqlite:///{database.resolve()}", None
+    best = folder / "best.yaml"
+    record = (yaml.safe_load(best.read_text()) or {}) if best.is_file() else {}
+    if record.get("storage"):
+        return record["storage"], record.get("study")
+    return None, None
 
 
 def history_figure(study: Any, complete: list[Any]) -> Figure:

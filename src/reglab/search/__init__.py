@@ -2,26 +2,27 @@
 
 The `hparams_search` group (conf/hparams_search/) defines the search space, the direction, the
 sampler and the pruner. The study lives in an Optuna storage: by default a SQLite file in the
-search folder `outputs/search/<study_name>/`, so running the same command again continues the
-same study; any RDB URL (`hparams_search.storage=postgresql://...`) lets workers on several
-machines share one study. Each trial is a full reglab run (its own folder and metrics.json) that
-reports the monitored validation metric every epoch; the pruner stops hopeless trials, which are
-recorded as pruned, not failed. The best parameters and value go to `best.yaml`.
+search folder `outputs/search/<study_name>/` (one worker at a time), so running the same command
+again continues the same study; a PostgreSQL URL (`hparams_search.storage=postgresql://...`) lets
+workers on several machines share one study, each started with the same command (storage.py says
+how they share it safely). Each trial is a full reglab run (its own folder and metrics.json) that
+reports the monitored validation metric every epoch; the pruner, which sees every worker's
+trials, stops hopeless ones, recorded as pruned, not failed. A worker runs `n_trials` trials, or
+stops once the study holds `total_trials`. The best parameters and value go to `best.yaml`.
 
 Before the first trial the search space, `optimized_metric` and one trial's config (the space's
 first values) are checked, so a bad value fails once with one line instead of once per trial.
 A study keeps the fixed part of its config (all but the searched keys, paths and seed): a later
 command with another fixed config is refused, as its trials would be ranked against runs of a
-different experiment. Continuing a study seeds the sampler with `seed` plus the number of trials
-already in it, so the new trials do not re-propose the first ones. Trials left RUNNING by a killed
-worker are marked failed when a worker starts (and by Optuna's heartbeat while trials run).
+different experiment. Each trial's sampler is seeded by `seed` and the trial's number
+(sampling.py), so a continued study and workers started together draw new parameters. Trials
+left RUNNING by a killed worker are failed and retried once (storage.py).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
-import os
-import socket
 import sys
 import warnings
 from collections.abc import Callable, Iterator
@@ -47,6 +48,8 @@ from reglab.run import (
     config_path,
     run_one,
 )
+from reglab.search import storage
+from reglab.search.storage import WORKER_ATTR
 from reglab.sweep import in_multirun, write_failure, write_search_pointer
 
 # Each table maps a config value to what builds it: a new sampler, pruner or parameter type is
@@ -59,8 +62,6 @@ DIRECTIONS = ("minimize", "maximize")
 # Study user attributes: the fixed config the study's trials ran with, and its digest.
 FIXED_CONFIG_ATTR = "reglab_fixed_config"
 FIXED_DIGEST_ATTR = "reglab_fixed_config_digest"
-# Trial user attribute: the host and process running the trial (to spot a killed worker's trials).
-WORKER_ATTR = "reglab_worker"
 # Keys that change what a run prints or keeps, not its result: left out of the fixed config.
 OUTPUT_ONLY_KEYS = (
     "hparams_search",
@@ -76,10 +77,16 @@ OUTPUT_ONLY_KEYS = (
 
 @SAMPLERS.register("tpe")
 def tpe_sampler(seed: int) -> Any:
-    """Optuna's default Tree-structured Parzen Estimator."""
+    """Optuna's default Tree-structured Parzen Estimator.
+
+    With its constant liar: trials other workers are running count as bad results, so parallel
+    workers do not all propose near the same promising point.
+    """
     import optuna
 
-    return optuna.samplers.TPESampler(seed=seed)
+    with warnings.catch_warnings():  # experimental before Optuna 5
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.samplers.TPESampler(seed=seed, constant_liar=True)
 
 
 @SAMPLERS.register("random")
@@ -221,7 +228,15 @@ def check_search(cfg: DictConfig) -> dict[str, Any]:
         SAMPLERS.get(spec.get("sampler", "tpe"), "sampler")
         PRUNERS.get(spec.get("pruner", "median"), "pruner")
         checks.choice("direction", spec.get("direction"), DIRECTIONS)
-        checks.integer("n_trials", spec.get("n_trials"), 1)
+        for budget in ("n_trials", "total_trials"):
+            if spec.get(budget) is not None:
+                checks.integer(budget, spec.get(budget), 1)
+        if spec.get("n_trials") is None and spec.get("total_trials") is None:
+            raise ConfigError(
+                "n_trials",
+                "must be a number of trials for this worker (or set hparams_search.total_trials, "
+                "the study's), got None",
+            )
         checks.integer("heartbeat_interval", spec.get("heartbeat_interval", 60), 1)
         if spec.get("grace_period") is not None:
             checks.integer("grace_period", spec.grace_period, 1)
@@ -327,79 +342,19 @@ def _flat(node: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
         yield prefix.rstrip("."), node
 
 
-def open_storage(spec: DictConfig, folder: Path) -> Any:
-    """The study's storage with Optuna's heartbeat: a dead worker's trial is found stale."""
-    import optuna
-
-    url = spec.get("storage") or f"sqlite:///{folder.resolve() / 'study.db'}"
-    interval, grace = spec.get("heartbeat_interval", 60), spec.get("grace_period")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.storages.RDBStorage(url, heartbeat_interval=interval, grace_period=grace)
-    except Exception as error:  # noqa: BLE001 - SQLAlchemy's many kinds of a bad URL
-        raise ConfigError("hparams_search.storage", first_line(error)) from None
-
-
-def fail_stale_trials(study: Any, local: bool) -> list[int]:
-    """Mark failed the RUNNING trials no worker runs any more; return their numbers.
-
-    Stale are: trials whose heartbeat is older than the grace period (any storage, Optuna's
-    rule); trials started on this host by a process that is gone; and, with the default local
-    storage, trials of an unknown worker (no heartbeat, no worker attribute).
-    """
-    import optuna
-
-    running = [optuna.trial.TrialState.RUNNING]
-    before = {t.number for t in study.get_trials(deepcopy=False, states=running)}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        optuna.storages.fail_stale_trials(study)
-    for trial in study.get_trials(deepcopy=False, states=running):
-        if _orphaned(trial, local):
-            study.tell(trial.number, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
-    failed = study.get_trials(deepcopy=False, states=[optuna.trial.TrialState.FAIL])
-    return sorted(t.number for t in failed if t.number in before)
-
-
-def _orphaned(trial: Any, local: bool) -> bool:
-    worker = trial.user_attrs.get(WORKER_ATTR)
-    if not isinstance(worker, dict):
-        return local
-    if worker.get("host") != socket.gethostname():
-        return False  # another machine: only its heartbeat tells
-    try:
-        os.kill(int(worker.get("pid", 0)), 0)  # signal 0 only asks whether the process exists
-    except ProcessLookupError:
-        return True
-    except (OSError, TypeError, ValueError, OverflowError):
-        return False  # alive under another user, or an odd attribute: the heartbeat decides
-    return False
-
-
-def _mark_stale_records(study: Any, numbers: list[int], folder: Path) -> None:
-    if not numbers:
-        return
-    log.info(f"reglab search: marked stale running trials {numbers} failed (their worker stopped)")
-    for trial in study.get_trials(deepcopy=False):
-        trial_dir = folder / f"trial_{trial.number:04d}"
-        if trial.number in numbers and trial_dir.is_dir():
-            error = "stale: its worker stopped while it was running"
-            write_record(trial_dir, {"status": "failed", "error": error, "params": trial.params})
-
-
 def run_search(cfg: DictConfig) -> float | None:
-    """Run `hparams_search.n_trials` more trials of the study; write best.yaml; return best value.
+    """Run this worker's trials of the study; write best.yaml; return the study's best value.
 
     Exits 1 (a multirun job: records the job failed) when the study has no completed trial, or
     when every trial this command ran failed.
     """
     try:
-        import optuna
+        import optuna  # noqa: F401 - whether it is installed
     except ImportError as missing:
         raise ConfigError(
             "hparams_search", 'needs Optuna: pip install -e ".[search]" (or pip install optuna)'
         ) from missing
+    from reglab.search.sampling import PerTrialSeed
 
     spec = cfg.hparams_search
     folder = Path(spec.folder)
@@ -407,24 +362,53 @@ def run_search(cfg: DictConfig) -> float | None:
     folder.mkdir(parents=True, exist_ok=True)
     with config_path("hparams_search"):
         pruner = PRUNERS.get(spec.get("pruner", "median"), "pruner")(cfg.trainer.max_epochs)
-    study = optuna.create_study(
-        study_name=spec.study_name,
-        storage=open_storage(spec, folder),
-        direction=spec.direction,
-        pruner=pruner,
-        load_if_exists=True,
-    )
-    check_same_experiment(study, cfg)
-    _mark_stale_records(study, fail_stale_trials(study, local=not spec.get("storage")), folder)
-    # Seeded by the trials already there: a continued study draws new parameters.
-    sampler_seed = (cfg.seed + len(study.trials)) % 2**32
-    with config_path("hparams_search"):
-        study.sampler = SAMPLERS.get(spec.get("sampler", "tpe"), "sampler")(sampler_seed)
-    ran: list[int] = []  # this command's trials (other workers may add theirs meanwhile)
+        make_sampler = SAMPLERS.get(spec.get("sampler", "tpe"), "sampler")
+    local = not spec.get("storage")  # the default SQLite file: one worker at a time
+    with contextlib.ExitStack() as stack:
+        if local:
+            stack.enter_context(storage.one_local_worker(folder, spec.study_name))
+        study, url = storage.open_study(
+            spec, folder, pruner, lambda study: check_same_experiment(study, cfg)
+        )
+        storage.mark_stale_records(study, storage.fail_stale_trials(study, local), folder)
+        study.sampler = PerTrialSeed(make_sampler, cfg.seed)
+        ran = run_trials(study, cfg, folder)
+        best = _write_best(study, folder, None if local else storage.shown_url(url))
+    problem = _problem(study, ran, best)
+    if in_multirun():  # the -m job records where the study's trials and best.yaml are
+        if problem:  # the sweep summary counts the job failed and exits 1
+            write_failure(Path(cfg.paths.output_dir), cfg, RuntimeError(problem))
+            return None
+        write_search_pointer(Path(cfg.paths.output_dir), cfg, best)
+    elif problem:
+        print(f"reglab: error: {problem}", file=sys.stderr)
+        raise SystemExit(1)
+    return best
+
+
+def run_trials(study: Any, cfg: DictConfig, folder: Path) -> list[int]:
+    """Run `n_trials` trials (or until the study holds `total_trials`); return their numbers.
+
+    Other workers may add trials to the study meanwhile.
+    """
+    import optuna
+
+    spec = cfg.hparams_search
+    ran: list[int] = []
+    callbacks = []
+    if spec.get("total_trials") is not None:
+        held = storage.counted_trials(study)
+        if held >= spec.total_trials:
+            log.info(
+                f"reglab search: study {study.study_name!r} holds {held} trials of its "
+                f"total_trials={spec.total_trials}: no trial to run"
+            )
+            return ran
+        callbacks.append(storage.stop_at(spec.total_trials))
 
     def objective(trial: optuna.Trial) -> float:
         ran.append(trial.number)
-        trial.set_user_attr(WORKER_ATTR, {"host": socket.gethostname(), "pid": os.getpid()})
+        trial.set_user_attr(WORKER_ATTR, storage.worker_identity(spec.get("worker")))
         values = suggest(trial, spec.params)
         trial_dir = folder / f"trial_{trial.number:04d}"
         _write_hydra_overrides(trial_dir, trial_overrides(values))
@@ -441,18 +425,14 @@ def run_search(cfg: DictConfig) -> float | None:
             raise ConfigError("optimized_metric", "must name a metric for the search to optimize")
         return value
 
-    study.optimize(objective, n_trials=spec.n_trials, catch=(Exception,), gc_after_trial=True)
-    best = _write_best(study, folder)
-    problem = _problem(study, ran, best)
-    if in_multirun():  # the -m job records where the study's trials and best.yaml are
-        if problem:  # the sweep summary counts the job failed and exits 1
-            write_failure(Path(cfg.paths.output_dir), cfg, RuntimeError(problem))
-            return None
-        write_search_pointer(Path(cfg.paths.output_dir), cfg, best)
-    elif problem:
-        print(f"reglab: error: {problem}", file=sys.stderr)
-        raise SystemExit(1)
-    return best
+    study.optimize(
+        objective,
+        n_trials=spec.get("n_trials"),
+        callbacks=callbacks,
+        catch=(Exception,),
+        gc_after_trial=True,
+    )
+    return ran
 
 
 def _problem(study: Any, ran: list[int], best: float | None) -> str | None:
@@ -477,29 +457,39 @@ def _record(trial_dir: Path, status: str, error: BaseException, values: dict[str
     write_record(trial_dir, {"status": status, "error": first_line(error), "params": values})
 
 
-def _write_best(study: Any, folder: Path) -> float | None:
-    """best.yaml for a study with a completed trial (a stale one is removed otherwise)."""
+def _write_best(study: Any, folder: Path, url: str | None) -> float | None:
+    """best.yaml for a study with a completed trial (a stale one is removed otherwise).
+
+    Workers sharing the folder write in turn, each from the study as the database holds it then,
+    so the last one to finish leaves the whole study's best. `url` (a shared storage, without its
+    password) is recorded for the report.
+    """
     import optuna
 
-    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-    counts = {state.name.lower(): 0 for state in optuna.trial.TrialState}
-    for trial in study.trials:
-        counts[trial.state.name.lower()] += 1
-    summary = ", ".join(f"{n} {state}" for state, n in counts.items() if n)
-    if not complete:
-        (folder / "best.yaml").unlink(missing_ok=True)
-        log.info(f"reglab search: no trial completed ({summary}); study in {folder}")
-        return None
-    best = study.best_trial
-    record = {
-        "study": study.study_name,
-        "direction": study.direction.name.lower(),
-        "best_value": best.value,
-        "best_params": best.params,
-        "best_trial": best.number,
-        "trials": counts,
-    }
-    (folder / "best.yaml").write_text(yaml.safe_dump(record, sort_keys=False))
+    with storage.folder_lock(folder):
+        trials = study.get_trials(deepcopy=False)
+        complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+        counts = {state.name.lower(): 0 for state in optuna.trial.TrialState}
+        for trial in trials:
+            counts[trial.state.name.lower()] += 1
+        summary = ", ".join(f"{n} {state}" for state, n in counts.items() if n)
+        if not complete:
+            (folder / "best.yaml").unlink(missing_ok=True)
+            log.info(f"reglab search: no trial completed ({summary}); study in {folder}")
+            return None
+        best = study.best_trial
+        record = {
+            "study": study.study_name,
+            "direction": study.direction.name.lower(),
+            "best_value": best.value,
+            "best_params": best.params,
+            "best_trial": best.number,
+            "trials": counts,
+            **({"storage": url} if url else {}),
+        }
+        tmp = folder / "best.yaml.tmp"
+        tmp.write_text(yaml.safe_dump(record, sort_keys=False))
+        tmp.replace(folder / "best.yaml")  # a reader never sees half of it
     log.info(
         f"reglab search: {summary}; best {best.value:.4g} at trial {best.number}: {best.params}"
     )

@@ -129,6 +129,13 @@ def test_lightning_joins_the_tasks_such_a_job_starts(submitted, monkeypatch):
         monkeypatch.setenv(key, value)
     import lightning as L
     from lightning.pytorch.plugins.environments import SLURMEnvironment
+    from lightning.pytorch.utilities import rank_zero
+    from lightning_utilities.core import rank_zero as utils_rank_zero
+
+    # The DDP strategy sets the process-wide rank of Lightning's rank_zero_only (here 5, which
+    # would silence every later logger in this test process): put it back afterwards.
+    for module in (rank_zero, utils_rank_zero):
+        monkeypatch.setattr(module.rank_zero_only, "rank", module.rank_zero_only.rank)
 
     # The trainer the job builds, on CPU here: `devices: auto` is the node's 4 GPUs there.
     trainer = L.Trainer(
@@ -150,3 +157,4 @@ def test_lightning_joins_the_tasks_such_a_job_starts(submitted, monkeypatch):
         1,
     )
     assert environment.main_address == "gpu-node07"
+    assert rank_zero.rank_zero_only.rank == 5  # what the monkeypatch undoes

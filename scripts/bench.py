@@ -9,7 +9,9 @@ Per epoch: reglab runs `model=mlp` (width 256, depth 2) on digits, batch 64, val
 epoch, TensorBoard, checkpoints and monitors on (what a user runs), for 5 and for 35 epochs
 without early stopping; (T35 - T5) / 30 is its cost per epoch, free of the fixed cost of a run.
 The hand loop trains the same net on the same batches and validates every epoch. The ratio
-hand / reglab is reglab's speed relative to the hand loop (1.0: no overhead).
+hand / reglab is reglab's speed relative to the hand loop (1.0: no overhead). The same training
+as a bare LightningModule and Trainer (nothing but the loop) is printed beside it: the floor for
+anything built on Lightning's loop.
 
 Study: `python train.py -m model=mlp regularization=l2 regularization.strength=<4 values>
 seed=<5 values> trainer.max_epochs=20 early_stopping=none` with the basic launcher, timed
@@ -75,6 +77,48 @@ def hand_loop(cfg: DictConfig, epochs: int) -> float:
     return time.perf_counter() - started
 
 
+def plain_lightning_loop(cfg: DictConfig, epochs: int) -> float:
+    """The same training as a bare Lightning module and Trainer (no logger, callbacks,
+    checkpoints, metrics or progress bar): the floor for any framework built on Lightning's loop;
+    seconds."""
+    import lightning as L
+
+    torch.manual_seed(cfg.seed)
+    datamodule = instantiate(cfg.data)
+    datamodule.setup()
+    loss_fn = F.cross_entropy if datamodule.task == "classification" else F.mse_loss
+
+    class Bare(L.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = build_net(plain(cfg.model), datamodule.input_shape, datamodule.num_outputs)
+
+        def training_step(self, batch: tuple, batch_idx: int) -> torch.Tensor:
+            x, y = batch
+            return loss_fn(self.net(x), y)
+
+        def validation_step(self, batch: tuple, batch_idx: int) -> None:
+            x, y = batch
+            loss_fn(self.net(x), y)
+
+        def configure_optimizers(self) -> torch.optim.Optimizer:
+            return torch.optim.Adam(self.parameters(), lr=cfg.optimizer.lr)
+
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_epochs=epochs,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+    )
+    module = Bare()
+    started = time.perf_counter()
+    trainer.fit(module, datamodule.train_dataloader(), datamodule.val_dataloader())
+    return time.perf_counter() - started
+
+
 def timed_run(overrides: list[str], epochs: int) -> float:
     """Seconds of one whole reglab run (set-up, fit, test, outputs) of `epochs` epochs."""
     with (
@@ -106,13 +150,18 @@ def per_epoch(overrides: list[str]) -> None:
     wanted = [*PER_EPOCH, *overrides]
     cfg = compose_plain(wanted)
     hand_loop(cfg, 2)  # warm-up: first-call costs are nobody's overhead
+    plain_lightning_loop(cfg, 2)
     timed_run(wanted, 2)
     hand = min(hand_loop(cfg, 35) - hand_loop(cfg, 5) for _ in range(2)) / 30
+    bare = min(plain_lightning_loop(cfg, 35) - plain_lightning_loop(cfg, 5) for _ in range(2)) / 30
     ours = min(timed_run(wanted, 35) - timed_run(wanted, 5) for _ in range(2)) / 30
     print(f"config: {' '.join(wanted)}")
     print(f"hand-written loop: {hand * 1000:.1f} ms per epoch")
+    print(f"plain Lightning (no logger, callbacks, checkpoints): {bare * 1000:.1f} ms per epoch")
     print(f"reglab (default callbacks, TensorBoard, checkpoints): {ours * 1000:.1f} ms per epoch")
-    print(f"speed relative to the hand loop: {hand / ours:.2f}x")
+    print(
+        f"speed relative to the hand loop: reglab {hand / ours:.2f}x, plain Lightning {hand / bare:.2f}x"
+    )
 
 
 def study() -> None:

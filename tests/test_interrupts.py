@@ -40,7 +40,14 @@ def _start(args: list[str], cwd: Path) -> subprocess.Popen:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # As from a terminal: a test process started in the background (`.ci/run &`) ignores
+        # SIGINT, and its children would inherit that.
+        preexec_fn=_default_sigint,
     )
+
+
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _wait_for_last_checkpoint(cwd: Path, process: subprocess.Popen, timeout: float = 180) -> Path:

@@ -20,6 +20,7 @@ LAYERS = {
     "errors": 0,
     "log_filters": 0,
     "records": 0,
+    "lightning_speedups": 0,
     "checks": 1,
     "registry": 1,
     "checkpoint": 1,

@@ -23,7 +23,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
 
 import reglab
-from reglab import checks, log
+from reglab import checks, lightning_speedups, log
 from reglab.callbacks import Control, EpochHistory, EpochLines, RandomState, WeightPenalty
 from reglab.checkpoint import LAST, check_matches, check_resumable, read_checkpoint, resolve
 from reglab.config import CONTROL_GROUPS, digest, neutral_config, plain, print_config, validate
@@ -79,6 +79,7 @@ def run_one(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) ->
     """One run: validate, build, fit, test on the best checkpoint, write metrics.json."""
     started = time.perf_counter()
     log.route_lightning_logs()
+    lightning_speedups.apply()
     import_plugins(cfg.get("plugins") or [])  # also for runs not started by train.py
     validate(cfg)
     L.seed_everything(cfg.seed, workers=True, verbose=False)

@@ -49,6 +49,22 @@ def make_cfg(tmp_path: Path) -> Callable[..., DictConfig]:
     return make
 
 
+@pytest.fixture
+def trials(monkeypatch: pytest.MonkeyPatch) -> list[DictConfig]:
+    """Optuna search trials end at once with objective = the drawn lr (the study machinery is
+    under test, not training); the list collects their configs."""
+    from reglab import search
+
+    configs = []
+
+    def fake_run_one(cfg: DictConfig, extra_callbacks: list | None = None) -> float:
+        configs.append(cfg)
+        return float(cfg.optimizer.lr)
+
+    monkeypatch.setattr(search, "run_one", fake_run_one)
+    return configs
+
+
 def read_metrics(run_dir: Path) -> dict:
     """The metrics.json of a finished run."""
     return json.loads((run_dir / "metrics.json").read_text())

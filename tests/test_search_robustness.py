@@ -14,7 +14,6 @@ import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import optuna
 import pytest
@@ -22,47 +21,14 @@ import yaml
 
 from conftest import run_train_in_process
 from reglab import search
+from search_support import SEARCH, folder_of, load
 
-SEARCH = [
-    "hparams_search=penalty_search",
-    "hparams_search.sampler=random",
-    "hparams_search.pruner=none",
-    "hparams_search.n_trials=2",
-    "trainer.max_epochs=1",
-    "early_stopping=none",
-    "model.width=16",
-    "print_config=false",
-    "trainer.enable_progress_bar=false",
-    "logger=none",
-]
 RUNNING, FAIL, COMPLETE, WAITING = (
     optuna.trial.TrialState.RUNNING,
     optuna.trial.TrialState.FAIL,
     optuna.trial.TrialState.COMPLETE,
     optuna.trial.TrialState.WAITING,
 )
-
-
-@pytest.fixture
-def trials(monkeypatch):
-    """Trials end at once with objective = the drawn lr; the list collects their configs."""
-    configs = []
-
-    def fake_run_one(cfg, extra_callbacks=None):
-        configs.append(cfg)
-        return float(cfg.optimizer.lr)
-
-    monkeypatch.setattr(search, "run_one", fake_run_one)
-    return configs
-
-
-def folder_of(cwd: Path) -> Path:
-    return cwd / "outputs" / "search" / "penalty_search"
-
-
-def load(cwd: Path, storage: str | None = None) -> optuna.Study:
-    url = storage or f"sqlite:///{folder_of(cwd) / 'study.db'}"
-    return optuna.load_study(study_name="penalty_search", storage=url)
 
 
 def params_of(study: optuna.Study) -> list[tuple]:

@@ -20,42 +20,9 @@ from conftest import ROOT, run_train_in_process
 from reglab import search
 from reglab.search import storage
 from reglab.search.sampling import PerTrialSeed
+from search_support import SEARCH, folder_of, load
 
-SEARCH = [
-    "hparams_search=penalty_search",
-    "hparams_search.sampler=random",
-    "hparams_search.pruner=none",
-    "hparams_search.n_trials=2",
-    "trainer.max_epochs=1",
-    "early_stopping=none",
-    "model.width=16",
-    "print_config=false",
-    "trainer.enable_progress_bar=false",
-    "logger=none",
-]
 COMPLETE, FAIL = optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL
-
-
-@pytest.fixture
-def trials(monkeypatch):
-    """Trials end at once with objective = the drawn lr; the list collects their configs."""
-    configs = []
-
-    def fake_run_one(cfg, extra_callbacks=None):
-        configs.append(cfg)
-        return float(cfg.optimizer.lr)
-
-    monkeypatch.setattr(search, "run_one", fake_run_one)
-    return configs
-
-
-def folder_of(cwd: Path) -> Path:
-    return cwd / "outputs" / "search" / "penalty_search"
-
-
-def load(cwd: Path) -> optuna.Study:
-    storage_url = f"sqlite:///{folder_of(cwd) / 'study.db'}"
-    return optuna.load_study(study_name="penalty_search", storage=storage_url)
 
 
 def test_a_second_worker_on_the_default_sqlite_file_is_refused_with_one_line(

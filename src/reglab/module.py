@@ -51,11 +51,7 @@ class RegLabModule(L.LightningModule):
     ) -> None:
         super().__init__()
         checks.choice("task", task, TASKS)
-        checks.probability("label_smoothing", label_smoothing, allow_one=False)
-        if label_smoothing and task != "classification":
-            raise ConfigError(
-                "label_smoothing", f"applies to classification only; the task is {task}"
-            )
+        check_label_smoothing(label_smoothing, task)
         self.save_hyperparameters()
         self.net = build_net(
             model,
@@ -213,6 +209,16 @@ class RegLabModule(L.LightningModule):
                 "interval": self.hparams.scheduler.get("interval", "epoch"),
             },
         }
+
+
+def check_label_smoothing(label_smoothing: float, task: str) -> float:
+    """`label_smoothing` in [0, 1), and 0 unless the task is classification."""
+    checks.probability("label_smoothing", label_smoothing, allow_one=False)
+    if label_smoothing and task != "classification":
+        raise ConfigError(
+            "label_smoothing", f"applies to classification only; the data's task is {task}"
+        )
+    return label_smoothing
 
 
 def _metrics(task: str, num_outputs: int) -> MetricCollection:

@@ -34,7 +34,7 @@ from reglab.errors import (
     find_config_error,
     first_line,
 )
-from reglab.module import RegLabModule
+from reglab.module import RegLabModule, check_label_smoothing
 from reglab.optim import build_optimizer, build_scheduler, check_optimizer, check_scheduler
 from reglab.plugins import import_plugins
 from reglab.records import read_record, write_record
@@ -195,14 +195,8 @@ def build_data_and_model(cfg: DictConfig) -> tuple[L.LightningDataModule, RegLab
             check_scheduler(scheduler)
     with config_path("data", (ValueError, OSError)):  # the arrays load here: refused now
         input_shape, num_outputs = list(datamodule.input_shape), datamodule.num_outputs
-    label_smoothing = checks.probability(
-        "label_smoothing", cfg.get("label_smoothing", 0.0), allow_one=False
-    )
-    if label_smoothing and datamodule.task != "classification":
-        raise ConfigError(
-            "label_smoothing",
-            f"applies to classification only; the data's task is {datamodule.task}",
-        )
+    # Checked here, outside config_path("model"): the key is top-level `label_smoothing`.
+    label_smoothing = check_label_smoothing(cfg.get("label_smoothing", 0.0), datamodule.task)
     with config_path("model"):
         model = RegLabModule(
             model=plain(cfg.model),

@@ -283,13 +283,11 @@ def config_tree_text(cfg: DictConfig) -> str:
 
 
 def _branches(cfg: DictConfig) -> list[tuple[str, str]]:
+    """(group, its resolved YAML) in print order."""
     keys = [k for k in PRINT_ORDER if k in cfg] + [k for k in cfg if k not in PRINT_ORDER]
-    return [
-        (
-            key,
-            OmegaConf.to_yaml(cfg[key], resolve=True)
-            if isinstance(cfg[key], DictConfig)
-            else str(cfg[key]),
-        )
-        for key in keys
-    ]
+    branches = []
+    for key in keys:
+        node = cfg[key]
+        text = OmegaConf.to_yaml(node, resolve=True) if isinstance(node, DictConfig) else str(node)
+        branches.append((key, text))
+    return branches

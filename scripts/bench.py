@@ -31,7 +31,9 @@ import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -59,14 +61,20 @@ STUDY_RUNS = 20
 ROUNDS = 3
 
 
-def hand_loop(cfg: DictConfig, epochs: int) -> float:
-    """The same training written by hand (Adam, train + validation each epoch); seconds."""
+def baseline_parts(cfg: DictConfig) -> tuple[Any, torch.nn.Module, Callable[..., torch.Tensor]]:
+    """What both baselines train: the seeded data module (set up), the net and the loss."""
     torch.manual_seed(cfg.seed)
     datamodule = instantiate(cfg.data)
     datamodule.setup()
     net = build_net(plain(cfg.model), datamodule.input_shape, datamodule.num_outputs)
-    optimizer = torch.optim.Adam(net.parameters(), lr=cfg.optimizer.lr)
     loss_fn = F.cross_entropy if datamodule.task == "classification" else F.mse_loss
+    return datamodule, net, loss_fn
+
+
+def hand_loop(cfg: DictConfig, epochs: int) -> float:
+    """The same training written by hand (Adam, train + validation each epoch); seconds."""
+    datamodule, net, loss_fn = baseline_parts(cfg)
+    optimizer = torch.optim.Adam(net.parameters(), lr=cfg.optimizer.lr)
     started = time.perf_counter()
     for _ in range(epochs):
         net.train()
@@ -87,15 +95,12 @@ def plain_lightning_loop(cfg: DictConfig, epochs: int) -> float:
     seconds."""
     import lightning as L
 
-    torch.manual_seed(cfg.seed)
-    datamodule = instantiate(cfg.data)
-    datamodule.setup()
-    loss_fn = F.cross_entropy if datamodule.task == "classification" else F.mse_loss
+    datamodule, net, loss_fn = baseline_parts(cfg)
 
     class Bare(L.LightningModule):
         def __init__(self) -> None:
             super().__init__()
-            self.net = build_net(plain(cfg.model), datamodule.input_shape, datamodule.num_outputs)
+            self.net = net
 
         def training_step(self, batch: tuple, batch_idx: int) -> torch.Tensor:
             x, y = batch

@@ -31,3 +31,14 @@ def load(cwd: Path, storage: str | None = None) -> optuna.Study:
     """The study of `penalty_search` run from `cwd` (its SQLite file unless `storage`)."""
     url = storage or f"sqlite:///{folder_of(cwd) / 'study.db'}"
     return optuna.load_study(study_name="penalty_search", storage=url)
+
+
+def study_with_a_killed_trial(cwd: Path) -> tuple[optuna.Study, optuna.Trial]:
+    """A new SQLite study of `penalty_search` under `cwd` holding one trial asked and never told:
+    what a SIGKILLed worker leaves behind."""
+    folder = folder_of(cwd)
+    folder.mkdir(parents=True)
+    study = optuna.create_study(
+        study_name="penalty_search", storage=f"sqlite:///{folder / 'study.db'}"
+    )
+    return study, study.ask()

@@ -21,7 +21,7 @@ import yaml
 
 from conftest import run_train_in_process
 from reglab import search
-from search_support import SEARCH, folder_of, load
+from search_support import SEARCH, folder_of, load, study_with_a_killed_trial
 
 RUNNING, FAIL, COMPLETE, WAITING = (
     optuna.trial.TrialState.RUNNING,
@@ -50,12 +50,7 @@ def test_continuing_a_study_draws_new_parameters(tmp_path, trials):
 
 @pytest.mark.slow  # several seconds (a subprocess or many runs); CI runs the slow tests
 def test_a_killed_trial_left_running_is_failed_at_the_next_start(tmp_path, trials):
-    folder = folder_of(tmp_path)
-    folder.mkdir(parents=True)
-    study = optuna.create_study(
-        study_name="penalty_search", storage=f"sqlite:///{folder / 'study.db'}"
-    )
-    killed = study.ask()  # never told: what a SIGKILLed worker leaves behind
+    study, killed = study_with_a_killed_trial(tmp_path)
     assert run_train_in_process([*SEARCH, "hparams_search.n_trials=1"], tmp_path) == 0
     states = {t.number: t.state for t in load(tmp_path).trials}
     assert states == {killed.number: FAIL, 1: COMPLETE}

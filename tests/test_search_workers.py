@@ -20,7 +20,7 @@ from conftest import ROOT, run_train_in_process
 from reglab import search
 from reglab.search import storage
 from reglab.search.sampling import PerTrialSeed
-from search_support import SEARCH, folder_of, load
+from search_support import SEARCH, folder_of, load, study_with_a_killed_trial
 
 COMPLETE, FAIL = optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL
 
@@ -111,12 +111,7 @@ def test_total_trials_is_the_budget_of_the_whole_study(tmp_path, trials, capsys)
 
 
 def test_a_killed_trial_is_retried_once_with_its_parameters(tmp_path, trials):
-    folder = folder_of(tmp_path)
-    folder.mkdir(parents=True)
-    study = optuna.create_study(
-        study_name="penalty_search", storage=f"sqlite:///{folder / 'study.db'}"
-    )
-    killed = study.ask()  # never told: what a SIGKILLed worker leaves behind
+    study, killed = study_with_a_killed_trial(tmp_path)
     lr = killed.suggest_float("optimizer.lr", 1.0e-4, 1.0e-2, log=True)
     assert run_train_in_process([*SEARCH, "hparams_search.n_trials=1"], tmp_path) == 0
     failed, retry = load(tmp_path).trials

@@ -99,13 +99,23 @@ def test_a_same_device_move_is_skipped_and_a_real_move_is_not(monkeypatch):
     assert metric.cumulated_batch_size.device.type == "meta"
 
 
-def test_the_module_writes_lightnings_hook_name_as_a_plain_attribute():
+def test_the_module_writes_lightnings_hook_name_as_a_plain_attribute(monkeypatch):
     module = RegLabModule(
         model={"layers": [{"linear": {"out_features": 4}}]}, input_shape=[3], num_outputs=2
     )
+    through_module = []
+    module_setattr = torch.nn.Module.__setattr__
+
+    def recording_setattr(self, name, value):
+        if self is module:
+            through_module.append(name)
+        module_setattr(self, name, value)
+
+    monkeypatch.setattr(torch.nn.Module, "__setattr__", recording_setattr)
     module._current_fx_name = "training_step"
     assert module._current_fx_name == "training_step"
-    assert "_current_fx_name" in vars(module)
+    assert through_module == []  # written without nn.Module's checks
     # Anything else still goes through nn.Module: a submodule is registered.
     module.extra = torch.nn.Linear(2, 2)
+    assert through_module == ["extra"]
     assert "extra" in module._modules and "extra" not in vars(module)

@@ -238,7 +238,9 @@ def main() -> None:
     parser.add_argument("overrides", nargs="*", help="overrides for the per-epoch measurement")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
-    logging.getLogger("lightning").setLevel(logging.ERROR)
+    # Lightning sets its own levels on these (not on "lightning"): its notices, tip included.
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.ERROR)
     logging.getLogger("reglab").setLevel(logging.WARNING)
     print(f"machine: {torch.get_num_threads()} torch threads, torch {torch.__version__}")
     if args.startup:

@@ -284,10 +284,21 @@ def config_tree_text(cfg: DictConfig) -> str:
 
 def _branches(cfg: DictConfig) -> list[tuple[str, str]]:
     """(group, its resolved YAML) in print order."""
+    import yaml  # here: a config error answers without it
+
+    # Resolved once (`OmegaConf.to_yaml` copies and resolves each branch again) and dumped by
+    # libyaml where present: together half of what per-branch `to_yaml` took.
+    dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+    resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     keys = [k for k in PRINT_ORDER if k in cfg] + [k for k in cfg if k not in PRINT_ORDER]
     branches = []
     for key in keys:
-        node = cfg[key]
-        text = OmegaConf.to_yaml(node, resolve=True) if isinstance(node, DictConfig) else str(node)
+        value = resolved[key]
+        if isinstance(value, dict):
+            text = yaml.dump(
+                value, Dumper=dumper, default_flow_style=False, sort_keys=False, allow_unicode=True
+            )
+        else:
+            text = str(value)
         branches.append((key, text))
     return branches

@@ -7,12 +7,24 @@ intensity range).
 
 from __future__ import annotations
 
+from functools import cache
+
 import numpy as np
 from sklearn.datasets import load_digits
 
 from reglab.data.images import ImageDataModule
 
 INTENSITIES = 17  # load_digits counts the set pixels of 4x4 blocks: 0..16
+
+
+@cache
+def _bundled_digits() -> tuple[np.ndarray, np.ndarray]:
+    # Parsed once per process (a tenth of a short run's set-up): every job of a basic-launcher
+    # sweep reads the same file. Read-only, so no run can change what the next one sees.
+    digits = load_digits()
+    images, labels = digits.images, digits.target.astype(np.int64)
+    images.flags.writeable = labels.flags.writeable = False
+    return images, labels
 
 
 class DigitsDataModule(ImageDataModule):
@@ -26,9 +38,8 @@ class DigitsDataModule(ImageDataModule):
         super().__init__(layout=layout, target=target, noise_std=noise_std, **kwargs)
 
     def load_images(self) -> tuple[np.ndarray, np.ndarray]:
-        """All 1797 digits as (N, 8, 8) intensities 0..16, and their labels."""
-        digits = load_digits()
-        return digits.images, digits.target.astype(np.int64)
+        """All 1797 digits as (N, 8, 8) intensities 0..16, and their labels (read-only)."""
+        return _bundled_digits()
 
     def pixels(self, images: np.ndarray) -> np.ndarray:
         """The intensities as float32."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import os
 import time
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -46,14 +47,25 @@ def job_folder(num: int, sweep_dir: str, overrides: list[str]) -> str:
     from the sweep's multirun.yaml, which Hydra writes before the first job; without it, every
     override counts. TensorBoard names a run by this folder, so the names stay short.
     """
-    from reglab.tensorboard import run_name, swept_keys  # here: train.py imports this module
+    from reglab.tensorboard import run_name  # here: train.py imports this module
 
     multirun = Path(sweep_dir) / "multirun.yaml"
-    if multirun.is_file():
-        swept = swept_keys(OmegaConf.load(multirun))
+    try:
+        stat = multirun.stat()
+    except FileNotFoundError:
+        swept = frozenset(item.partition("=")[0].lstrip("+") for item in overrides)
     else:
-        swept = {item.partition("=")[0].lstrip("+") for item in overrides}
+        swept = _swept_keys_in(str(multirun), stat.st_mtime_ns, stat.st_size)
     return job_dirname(run_name(num, list(overrides), swept))
+
+
+@lru_cache(maxsize=4)
+def _swept_keys_in(multirun_yaml: str, mtime_ns: int, size: int) -> frozenset[str]:
+    # Parsed once per sweep, not once per job (a tenth of a second each): keyed by the file's
+    # modification time and size, so a rewritten multirun.yaml is read again.
+    from reglab.tensorboard import swept_keys
+
+    return frozenset(swept_keys(OmegaConf.load(multirun_yaml)))
 
 
 def register_resolvers() -> None:

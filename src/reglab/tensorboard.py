@@ -29,7 +29,7 @@ folder (hydra.sweep.subdir) takes this name.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, Sequence, Set
 from pathlib import Path
 from typing import Any
 
@@ -271,7 +271,7 @@ def swept_keys(sweep_config: DictConfig | Mapping[str, Any]) -> set[str]:
     return {o.key_or_group for o in parsed if o.is_sweep_override()}
 
 
-def run_name(num: int, overrides: Sequence[str], swept: set[str]) -> str:
+def run_name(num: int, overrides: Sequence[str], swept: Set[str]) -> str:
     """A sweep job's name: its number and the overrides that differ between jobs.
 
     `3_regularization=l1,seed=2` rather than `3_early_stopping=none,model=mlp,...,seed=2`; a job

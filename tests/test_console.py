@@ -48,9 +48,15 @@ def test_print_config_true_prints_the_tree(tmp_path):
 
 
 @pytest.mark.slow  # a real subprocess or sweep; CI runs the slow tests
-def test_a_sweep_prints_a_few_lines_per_job_and_the_summary(tmp_path):
+@pytest.mark.parametrize(
+    "launcher", [[], ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]], ids=["basic", "joblib"]
+)
+def test_a_sweep_prints_a_few_lines_per_job_and_the_summary(tmp_path, launcher):
+    # joblib's workers import Lightning before Hydra configures their logging: Lightning then
+    # gives its loggers console handlers of their own, which must not reach the console.
     args = [
         "-m",
+        *launcher,
         "model=mlp",
         "model.width=16",
         "trainer.max_epochs=2",
@@ -66,6 +72,8 @@ def test_a_sweep_prints_a_few_lines_per_job_and_the_summary(tmp_path):
     assert len(jobs) == 4 and all(": ok, best/val/loss=" in line for line in jobs)
     assert "reglab sweep: 4 ok, 0 failed" in lines[-1]
     assert len(run_records(tmp_path)) == 4
+    for log in (tmp_path / "outputs").rglob("train.log"):  # Lightning's notices: the log only
+        assert "GPU available" in log.read_text() and "Tip:" not in log.read_text()
 
 
 def test_a_sweep_experiment_without_multirun_says_how_to_run_it(tmp_path):

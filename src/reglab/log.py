@@ -52,6 +52,10 @@ def detail(message: str) -> None:
     detail_logger.info(message)
 
 
+# Lightning's loggers that may carry a console handler of their own (see route_lightning_logs).
+LIGHTNING_LOGGERS = ("lightning", "lightning.pytorch", "lightning.fabric")
+
+
 def silence_known_noise() -> None:
     """Ignore the third-party warnings listed in KNOWN_NOISE_WARNINGS (and nothing else)."""
     for pattern in KNOWN_NOISE_WARNINGS:
@@ -62,13 +66,17 @@ def route_lightning_logs() -> None:
     """Once logging is configured (Hydra's job logging), Lightning's messages and Python's
     warnings go through it alone, known noise silenced.
 
-    Lightning gives its `lightning` logger a console handler of its own when imported; messages
-    would then be printed twice and only one copy would reach train.log.
+    Lightning gives its `lightning` logger a console handler of its own when imported, and so
+    do `lightning.pytorch` and `lightning.fabric` (not propagating) when they are imported before
+    logging is configured, as in a joblib worker: messages would then be printed twice or
+    bypass the console filter, and train.log would miss them.
     """
     logging.captureWarnings(True)  # warnings reach train.log too, through the same handlers
     silence_known_noise()
     if logging.getLogger().hasHandlers():
-        lightning_logger = logging.getLogger("lightning")
-        for handler in list(lightning_logger.handlers):
-            if type(handler) is logging.StreamHandler:
-                lightning_logger.removeHandler(handler)
+        for name in LIGHTNING_LOGGERS:
+            lightning_logger = logging.getLogger(name)
+            for handler in list(lightning_logger.handlers):
+                if type(handler) is logging.StreamHandler:
+                    lightning_logger.removeHandler(handler)
+            lightning_logger.propagate = True

@@ -72,8 +72,12 @@ def test_a_sweep_prints_a_few_lines_per_job_and_the_summary(tmp_path, launcher):
     assert len(jobs) == 4 and all(": ok, best/val/loss=" in line for line in jobs)
     assert "reglab sweep: 4 ok, 0 failed" in lines[-1]
     assert len(run_records(tmp_path)) == 4
-    for log in (tmp_path / "outputs").rglob("train.log"):  # Lightning's notices: the log only
-        assert "GPU available" in log.read_text() and "Tip:" not in log.read_text()
+    assert not [line for line in lines if "eval mode ok" in line or "run folder" in line]
+    logs = [log.read_text() for log in (tmp_path / "outputs").rglob("train.log")]
+    assert len(logs) == 4
+    for log in logs:  # each job's header, audit line and Lightning's notices: its log only
+        assert "reglab: mlp (" in log and "reglab: eval mode ok: " in log
+        assert "GPU available" in log and "Tip:" not in log
 
 
 def test_a_sweep_experiment_without_multirun_says_how_to_run_it(tmp_path):

@@ -78,6 +78,7 @@ def train(cfg: DictConfig) -> float | None:
 def run_one(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) -> float | None:
     """One run: validate, build, fit, test on the best checkpoint, write metrics.json."""
     started = time.perf_counter()
+    log.set_sweep_job(in_multirun())
     log.route_lightning_logs()
     lightning_speedups.apply()
     import_plugins(cfg.get("plugins") or [])  # also for runs not started by train.py
@@ -124,9 +125,8 @@ def run_one(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) ->
         logger=loggers or False,
         enable_progress_bar=show_progress,
     )
-    if not in_multirun():  # a sweep prints one line per job
-        for line in header(cfg, model, datamodule):
-            log.info(line)
+    for line in header(cfg, model, datamodule):  # a sweep job's: in its train.log only
+        log.run_info(line)
 
     fit = fit_and_test(cfg, trainer, model, datamodule, history, resume)
     summary = summarize(cfg, fit, started)

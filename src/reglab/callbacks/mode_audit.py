@@ -7,8 +7,9 @@ BatchNorm on its running statistics. (MC dropout switches dropout on only inside
 passes, so it passes the audit too.) Once per run, a resumed run included, it says so in one line
 that counts what it checked: `eval mode ok: 2 dropout, 1 batchnorm`, with the other dropout kinds
 (`reglab.nn.modes.CARRIERS`) only where the net has them (`eval mode ok: 3 dropout, 2 attention,
-1 recurrent, 0 batchnorm`). It writes the mode of every module during training and during
-evaluation to train.log. The check costs one walk over the modules per evaluation epoch.
+1 recurrent, 0 batchnorm`); in a sweep job that line goes to train.log only. It writes the mode
+of every module during training and during evaluation to train.log. The check costs one walk
+over the modules per evaluation epoch.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ class EvalModeAudit(L.Callback):
         listing = ", ".join(f"{name}={mode}" for name, mode in modes(net).items())
         log.detail(f"reglab mode audit ({phase}): {listing}")
         if phase == "evaluation":  # reached only when the check below passed
-            log.info(f"reglab: eval mode ok: {audit_counts(net)}")
+            log.run_info(f"reglab: eval mode ok: {audit_counts(net)}")
 
     @override
     def on_train_batch_start(

@@ -43,8 +43,12 @@ def test_ddp_cpu_runs_two_processes_and_writes_one_metrics_json(tmp_path):
     run_dir = _only_run_dir(tmp_path / "outputs")
     assert (run_dir / "train_ddp_process_1.log").is_file()  # the second rank ran
     assert "GLOBAL_RANK: 1" in (run_dir / "train_ddp_process_1.log").read_text()
+    assert "sync_dist" not in result.stdout + result.stderr  # Lightning's unsynced-value warning
     metrics = read_metrics(run_dir)
     assert metrics["epochs_run"] == 2
+    # reg/data_loss is the epoch's over both ranks' shards, as train/loss (not rank 0's alone).
+    final = metrics["final"]
+    assert final["reg/data_loss"] == pytest.approx(final["train/loss"], rel=1e-5)
     # Each rank tested its shard; the synced metric must equal one pass over the whole test split.
     module = RegLabModule.load_from_checkpoint(metrics["best_checkpoint"], weights_only=True).eval()
     test = DigitsDataModule().splits["test"]

@@ -184,8 +184,10 @@ class RegLabModule(L.LightningModule):
         metrics.update(_for_metrics(outputs, self.task), _for_metrics(targets, self.task))
         loss.update(loss_sums.sum() / len(outputs), weight=len(outputs))
         # Logged as computed values, not as the Metric objects: Lightning's bookkeeping of a
-        # logged Metric costs about 1.7 ms a value per epoch.
-        self.log_dict(self._computed(stage), prog_bar=stage == "val")
+        # logged Metric costs about 1.7 ms a value per epoch. compute() has already reduced them
+        # across processes, so every rank holds the same values: sync_dist's mean leaves them as
+        # they are (and Lightning does not warn about unsynced epoch values under DDP).
+        self.log_dict(self._computed(stage), prog_bar=stage == "val", sync_dist=True)
 
     @override
     def on_train_epoch_end(self) -> None:

@@ -153,4 +153,5 @@ class DropoutSchedule(Control):
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         p = self.p_at(trainer.current_epoch)
         set_dropout_p(pl_module, p, self.kinds)
-        pl_module.log("dropout/p", p, on_step=False, on_epoch=True)
+        # The same p on every rank: sync_dist's mean leaves it unchanged.
+        pl_module.log("dropout/p", p, on_step=False, on_epoch=True, sync_dist=True)

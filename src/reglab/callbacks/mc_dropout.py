@@ -115,7 +115,10 @@ class MCDropout(Control):
             f"{stage}/mc_entropy": sums["entropy"] / count,
             f"{stage}/mc_spread": sums["spread"] / count,
         }
-        pl_module.log_dict({k: v.float() for k, v in metrics.items()}, on_step=False, on_epoch=True)
+        # Totals over every rank already: sync_dist's mean of equal values leaves them unchanged.
+        pl_module.log_dict(
+            {k: v.float() for k, v in metrics.items()}, on_step=False, on_epoch=True, sync_dist=True
+        )
         self._sums = {}
 
     on_test_epoch_end = on_validation_epoch_end

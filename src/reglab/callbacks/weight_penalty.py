@@ -229,7 +229,8 @@ class WeightPenalty(Control):
     @override
     @torch.no_grad()
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        # No sync across ranks: the weights, hence the penalty statistics, are the same on each.
+        # The weights, hence the penalty statistics, are the same on every rank; the data loss is
+        # this rank's: sync_dist averages it into the epoch's over every rank's (equal) shard.
         params = [p.detach() for group in self.groups for p in group.params]
         flat = torch.cat([p.reshape(-1) for p in params])
         penalty = self.value().item()
@@ -245,7 +246,7 @@ class WeightPenalty(Control):
         if data_loss is not None:
             stats["reg/data_loss"] = data_loss
             stats["reg/objective"] = data_loss + penalty
-        pl_module.log_dict(stats, on_step=False, on_epoch=True, sync_dist=False)
+        pl_module.log_dict(stats, on_step=False, on_epoch=True, sync_dist=True)
         self.last_logged = stats
 
     def epoch_metrics(self, stage: str) -> dict[str, float]:

@@ -150,6 +150,14 @@ def test_fast_dev_run_keeps_no_outputs(make_cfg, tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+def test_debug_profiler_writes_its_reports_into_the_run_folder(make_cfg, tmp_path):
+    train(make_cfg("debug=profiler", "model=mlp", "model.width=16"))
+    report = (tmp_path / "run" / "fit-profiler.txt").read_text()
+    assert report.startswith("FIT Profiler Report") and "run_training_epoch" in report
+    assert "TEST Profiler Report" in (tmp_path / "run" / "test-profiler.txt").read_text()
+    assert read_metrics(tmp_path / "run")["epochs_run"] == 1
+
+
 @pytest.mark.parametrize("early_stopping", ["val_loss", "none"])
 def test_a_diverged_run_fails_and_writes_no_metrics(make_cfg, tmp_path, early_stopping):
     cfg = make_cfg(

@@ -177,6 +177,10 @@ def header(cfg: DictConfig, model: RegLabModule, datamodule: Any) -> list[str]:
     return lines
 
 
+def _plural(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
 def _count(n: int) -> str:
     for unit, size in (("M", 1e6), ("K", 1e3)):
         if n >= size:
@@ -440,7 +444,7 @@ def _write_outputs(cfg: DictConfig, trainer: L.Trainer, summary: dict[str, Any])
         log.info(f"reglab: job {output_dir.name}: ok, {value}{summary['wall_time_s']:.1f}s")
         return
     log.info(
-        f"reglab: {summary['epochs_run']} epochs in {summary['wall_time_s']:.1f}s, "
+        f"reglab: {_plural(summary['epochs_run'], 'epoch')} in {summary['wall_time_s']:.1f}s, "
         f"best epoch {summary['best_epoch']}, "
         + ", ".join(f"{k}={v:.4f}" for k, v in summary["test"].items())
         + _noisy_input_text(summary.get("noisy_input") or {})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import pytest
@@ -156,6 +157,19 @@ def test_debug_profiler_writes_its_reports_into_the_run_folder(make_cfg, tmp_pat
     assert report.startswith("FIT Profiler Report") and "run_training_epoch" in report
     assert "TEST Profiler Report" in (tmp_path / "run" / "test-profiler.txt").read_text()
     assert read_metrics(tmp_path / "run")["epochs_run"] == 1
+
+
+def test_what_lightning_warns_about_the_model_summary_is_noted_in_its_file(
+    make_cfg, tmp_path, caplog
+):
+    cfg = make_cfg("trainer.precision=bf16-mixed", "model=mlp", "model.width=16")
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")  # a warning shown earlier in this process shows again
+        train(cfg)  # a run routes warnings into logging (captureWarnings): caplog sees them
+    assert not [r for r in caplog.records if "model summary" in r.getMessage()]
+    summary = (tmp_path / "run" / "model_summary.txt").read_text()
+    assert "Trainable params" in summary
+    assert "note: Precision bf16-mixed is not supported by the model summary" in summary
 
 
 @pytest.mark.parametrize("early_stopping", ["val_loss", "none"])

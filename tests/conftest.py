@@ -8,6 +8,7 @@ import subprocess
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import pytest
@@ -57,7 +58,7 @@ def trials(monkeypatch: pytest.MonkeyPatch) -> list[DictConfig]:
 
     configs = []
 
-    def fake_run_one(cfg: DictConfig, extra_callbacks: list | None = None) -> float:
+    def fake_run_one(cfg: DictConfig, extra_callbacks: list | None = None, **_: Any) -> float:
         configs.append(cfg)
         return float(cfg.optimizer.lr)
 

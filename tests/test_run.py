@@ -172,6 +172,21 @@ def test_what_lightning_warns_about_the_model_summary_is_noted_in_its_file(
     assert "note: Precision bf16-mixed is not supported by the model summary" in summary
 
 
+def test_the_header_gives_drawn_values_in_four_significant_digits(make_cfg, tmp_path):
+    from reglab.run import build_data_and_model, header
+
+    cfg = make_cfg(
+        "model=mlp",
+        "optimizer.lr=0.00040246996870051696",
+        "regularization=l2",
+        "regularization.strength=0.0001757746859548628",
+    )
+    lines = header(cfg, *reversed(build_data_and_model(cfg)))
+    assert " lr 0.0004025, seed 42" in lines[0]
+    assert " (strength 0.0001758)" in lines[1]
+    assert lines[2] == f"reglab: run folder {tmp_path / 'run'}"
+
+
 @pytest.mark.parametrize("early_stopping", ["val_loss", "none"])
 def test_a_diverged_run_fails_and_writes_no_metrics(make_cfg, tmp_path, early_stopping):
     cfg = make_cfg(

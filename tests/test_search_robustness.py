@@ -177,7 +177,7 @@ def test_metrics_the_task_logs_are_accepted(tmp_path, trials, metric):
 
 @pytest.mark.slow  # several seconds (a subprocess or many runs); CI runs the slow tests
 def test_no_completed_trial_exits_1_without_best_yaml(tmp_path, monkeypatch, capsys):
-    def failing_run_one(cfg, extra_callbacks=None):
+    def failing_run_one(cfg, extra_callbacks=None, **_):
         raise RuntimeError("boom")
 
     monkeypatch.setattr(search, "run_one", failing_run_one)
@@ -195,7 +195,7 @@ def test_a_command_whose_trials_all_fail_exits_1_and_keeps_the_best(tmp_path, tr
     assert run_train_in_process([*SEARCH, "hparams_search.n_trials=1"], tmp_path) == 0
     best = yaml.safe_load((folder_of(tmp_path) / "best.yaml").read_text())
 
-    def failing_run_one(cfg, extra_callbacks=None):
+    def failing_run_one(cfg, extra_callbacks=None, **_):
         raise RuntimeError("boom")
 
     monkeypatch.setattr(search, "run_one", failing_run_one)
@@ -208,7 +208,7 @@ def test_a_command_whose_trials_all_fail_exits_1_and_keeps_the_best(tmp_path, tr
 
 @pytest.mark.slow  # several seconds (a subprocess or many runs); CI runs the slow tests
 def test_a_multirun_search_without_completed_trial_fails_its_job(tmp_path, monkeypatch):
-    def failing_run_one(cfg, extra_callbacks=None):
+    def failing_run_one(cfg, extra_callbacks=None, **_):
         raise RuntimeError("boom")
 
     monkeypatch.setattr(search, "run_one", failing_run_one)

@@ -52,20 +52,20 @@ def detail(message: str) -> None:
     detail_logger.info(message)
 
 
-# Whether this process now runs a job of a sweep (set by reglab.run for each run).
-_in_sweep_job = False
+# Whether the run now going is one of many (a sweep's job, a search's trial): set by reglab.run.
+_one_of_many = False
 
 
-def set_sweep_job(in_sweep_job: bool) -> None:
-    """Say whether the run now starting is a job of a sweep (which prints one line per job)."""
-    global _in_sweep_job
-    _in_sweep_job = in_sweep_job
+def set_one_of_many(one_of_many: bool) -> None:
+    """Say whether the run now starting is one of many, whose console holds a line per run."""
+    global _one_of_many
+    _one_of_many = one_of_many
 
 
 def run_info(message: str) -> None:
-    """A line about this run: the console and train.log of a single run; in a sweep job,
-    train.log only (the sweep's console holds one line per job)."""
-    (detail if _in_sweep_job else info)(message)
+    """A line about this run: the console and train.log of a single run; for one of many (a
+    sweep's job, a search's trial), train.log only."""
+    (detail if _one_of_many else info)(message)
 
 
 # Lightning's loggers that may carry a console handler of their own (see route_lightning_logs).

@@ -75,10 +75,17 @@ def train(cfg: DictConfig) -> float | None:
         return None
 
 
-def run_one(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) -> float | None:
-    """One run: validate, build, fit, test on the best checkpoint, write metrics.json."""
+def run_one(
+    cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None, *, one_of_many: bool = False
+) -> float | None:
+    """One run: validate, build, fit, test on the best checkpoint, write metrics.json.
+
+    A job of a sweep, or a run with `one_of_many` (a search's trial), keeps its header, epoch
+    lines and result to train.log: the console of many runs holds a line per run.
+    """
     started = time.perf_counter()
-    log.set_sweep_job(in_multirun())
+    one_of_many = one_of_many or in_multirun()
+    log.set_one_of_many(one_of_many)
     log.route_lightning_logs()
     lightning_speedups.apply()
     import_plugins(cfg.get("plugins") or [])  # also for runs not started by train.py
@@ -112,9 +119,9 @@ def run_one(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) ->
         *_instantiate_all(cfg.get("callbacks"), "callbacks"),
         *(extra_callbacks or []),
     ]
-    # Progress: none in a sweep (one line per job); one line per epoch off a terminal (a log
-    # file), else Lightning's bar.
-    show_progress = bool(cfg.trainer.get("enable_progress_bar", True)) and not in_multirun()
+    # Progress: none in a sweep job or search trial (a line per run); one line per epoch off a
+    # terminal (a log file), else Lightning's bar.
+    show_progress = bool(cfg.trainer.get("enable_progress_bar", True)) and not one_of_many
     if show_progress and not sys.stdout.isatty():
         callbacks.append(EpochLines())
     loggers = _instantiate_all(cfg.get("logger"), "logger")
@@ -125,7 +132,7 @@ def run_one(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) ->
         logger=loggers or False,
         enable_progress_bar=show_progress,
     )
-    for line in header(cfg, model, datamodule):  # a sweep job's: in its train.log only
+    for line in header(cfg, model, datamodule):  # a sweep job's or trial's: train.log only
         log.run_info(line)
 
     fit = fit_and_test(cfg, trainer, model, datamodule, history, resume)
@@ -162,19 +169,26 @@ def header(cfg: DictConfig, model: RegLabModule, datamodule: Any) -> list[str]:
     optimizer = cfg.optimizer
     lines = [
         f"reglab: {option('model')} ({_count(params)} parameters) on {option('data')} ({sizes}), "
-        f"{option('optimizer')} lr {optimizer.get('lr')}, seed {cfg.seed}"
+        f"{option('optimizer')} lr {_short(optimizer.get('lr'))}, seed {cfg.seed}"
     ]
     controls = [f"{group}={option(group)}" for group in CONTROL_GROUPS if cfg.get(group)]
     controls = [c for c in controls if not c.endswith("=none")]
     if cfg.get("regularization") and "strength" in cfg.regularization and controls:
         controls = [
-            f"{c} (strength {cfg.regularization.strength})" if c.startswith("regularization") else c
+            f"{c} (strength {_short(cfg.regularization.strength)})"
+            if c.startswith("regularization")
+            else c
             for c in controls
         ]
     if controls:
         lines.append("reglab: " + ", ".join(controls))
     lines.append(f"reglab: run folder {cfg.paths.output_dir}")
     return lines
+
+
+def _short(value: Any) -> str:
+    # A drawn value (a search's lr 0.00040246996870051696) in four significant digits.
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 def _plural(n: int, noun: str) -> str:
@@ -443,7 +457,7 @@ def _write_outputs(cfg: DictConfig, trainer: L.Trainer, summary: dict[str, Any])
         value = f"{cfg.optimized_metric}={objective:.4g}, " if objective is not None else ""
         log.info(f"reglab: job {output_dir.name}: ok, {value}{summary['wall_time_s']:.1f}s")
         return
-    log.info(
+    log.run_info(  # a search trial's: train.log (Optuna's line per trial is on the console)
         f"reglab: {_plural(summary['epochs_run'], 'epoch')} in {summary['wall_time_s']:.1f}s, "
         f"best epoch {summary['best_epoch']}, "
         + ", ".join(f"{k}={v:.4f}" for k, v in summary["test"].items())

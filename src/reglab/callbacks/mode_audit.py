@@ -7,9 +7,9 @@ BatchNorm on its running statistics. (MC dropout switches dropout on only inside
 passes, so it passes the audit too.) Once per run, a resumed run included, it says so in one line
 that counts what it checked: `eval mode ok: 2 dropout, 1 batchnorm`, with the other dropout kinds
 (`reglab.nn.modes.CARRIERS`) only where the net has them (`eval mode ok: 3 dropout, 2 attention,
-1 recurrent, 0 batchnorm`); in a sweep job that line goes to train.log only. It writes the mode
-of every module during training and during evaluation to train.log. The check costs one walk
-over the modules per evaluation epoch.
+1 recurrent, 0 batchnorm`); a sweep job or search trial logs it to train.log only. It writes
+the mode of every module during training and during evaluation to train.log. The check costs
+one walk over the modules per evaluation epoch.
 """
 
 from __future__ import annotations

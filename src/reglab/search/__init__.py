@@ -414,7 +414,11 @@ def run_trials(study: Any, cfg: DictConfig, folder: Path) -> list[int]:
         _write_hydra_overrides(trial_dir, trial_overrides(values))
         try:
             trial_cfg = trial_config(values, trial_dir)
-            value = run_one(trial_cfg, extra_callbacks=[OptunaPruning(trial, trial_cfg.monitor)])
+            value = run_one(
+                trial_cfg,
+                extra_callbacks=[OptunaPruning(trial, trial_cfg.monitor)],
+                one_of_many=True,
+            )
         except optuna.TrialPruned as pruned:
             _record(trial_dir, "pruned", pruned, values)
             raise

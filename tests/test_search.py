@@ -30,9 +30,13 @@ def test_search_prunes_hopeless_trials_and_continues_the_study(tmp_path):
     assert first.returncode == 0, first.stderr[-3000:]
     # A line per trial (Optuna's), then the summary; each trial's own lines go to train.log.
     console = (first.stdout + first.stderr).splitlines()
-    assert len([line for line in console if "] Trial " in line]) == 6
+    trials = [line for line in console if line.startswith("Trial ")]
+    assert len(trials) == 6 and all("finished" in t or "pruned" in t for t in trials)
     assert len(console) <= 6 + 4, console
     assert not [line for line in console if "epochs in" in line or "eval mode ok" in line]
+    (log,) = (tmp_path / "outputs" / "runs").rglob("train.log")  # the search command's
+    text = log.read_text()
+    assert all(t in text for t in trials) and text.count("reglab: eval mode ok") == 6
     folder = tmp_path / "outputs" / "search" / "penalty_search"
     storage = f"sqlite:///{folder / 'study.db'}"
     study = optuna.load_study(study_name="penalty_search", storage=storage)

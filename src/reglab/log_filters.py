@@ -12,14 +12,18 @@ DETAIL_LOGGER = "reglab.detail"  # reglab.log.detail: train.log only
 KNOWN_NOISE_LOGS = ("💡 Tip:", "litlogger")  # Lightning's advertisement at Trainer start
 
 
+# Loggers whose messages the console shows: reglab's own, and Optuna's line per search trial.
+CONSOLE_LOGGERS = ("reglab", "optuna")
+
+
 class ConsoleFilter(logging.Filter):
-    """The console shows reglab's lines and any warning; the rest (Lightning's notices) goes to
-    train.log only."""
+    """The console shows reglab's lines, Optuna's and any warning; the rest (Lightning's notices)
+    goes to train.log only."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        """Keep reglab's own messages (not the details) and warnings."""
-        own = record.name == "reglab" or record.name.startswith("reglab.")
-        return (own and record.name != DETAIL_LOGGER) or record.levelno >= logging.WARNING
+        """Keep reglab's own messages (not the details), Optuna's and warnings."""
+        shown = any(record.name == n or record.name.startswith(f"{n}.") for n in CONSOLE_LOGGERS)
+        return (shown and record.name != DETAIL_LOGGER) or record.levelno >= logging.WARNING
 
 
 class NoiseFilter(logging.Filter):

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import sys
 import warnings
 from collections.abc import Callable, Iterator
@@ -342,6 +343,16 @@ def _flat(node: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
         yield prefix.rstrip("."), node
 
 
+def route_optuna_logs() -> None:
+    """Once logging is configured (Hydra's job logging), Optuna's messages (a line per trial) go
+    through it: to the console and to train.log, not to Optuna's own console handler alone."""
+    import optuna
+
+    if logging.getLogger().hasHandlers():
+        optuna.logging.disable_default_handler()
+        optuna.logging.enable_propagation()
+
+
 def run_search(cfg: DictConfig) -> float | None:
     """Run this worker's trials of the study; write best.yaml; return the study's best value.
 
@@ -356,6 +367,7 @@ def run_search(cfg: DictConfig) -> float | None:
         ) from missing
     from reglab.search.sampling import PerTrialSeed
 
+    route_optuna_logs()
     spec = cfg.hparams_search
     folder = Path(spec.folder)
     check_trial_config(cfg, check_search(cfg), folder)

@@ -12,6 +12,7 @@ import sys
 from collections.abc import Iterator
 from typing import Any
 
+import yaml
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
@@ -284,8 +285,6 @@ def config_tree_text(cfg: DictConfig) -> str:
 
 def _branches(cfg: DictConfig) -> list[tuple[str, str]]:
     """(group, its resolved YAML) in print order."""
-    import yaml  # here: a config error answers without it
-
     # Resolved once (`OmegaConf.to_yaml` copies and resolves each branch again) and dumped by
     # libyaml where present: together half of what per-branch `to_yaml` took.
     dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)

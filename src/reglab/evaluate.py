@@ -63,7 +63,7 @@ def evaluate(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, Any]:
     training run's config, the rest of the eval config's placeholders do not.
     """
     started = time.perf_counter()
-    log.route_lightning_logs()
+    log.route_library_logs()
     file = checkpoint_file(cfg)
     saved = checkpoint.read_checkpoint(file)  # a damaged file is refused before anything else
     run_dir = run_of(file)

@@ -68,8 +68,9 @@ def run_info(message: str) -> None:
     (detail if _one_of_many else info)(message)
 
 
-# Lightning's loggers that may carry a console handler of their own (see route_lightning_logs).
-LIGHTNING_LOGGERS = ("lightning", "lightning.pytorch", "lightning.fabric")
+# Libraries' loggers that may carry a console handler of their own (see route_library_logs):
+# Lightning's, and Optuna's (a line per search trial).
+LIBRARY_LOGGERS = ("lightning", "lightning.pytorch", "lightning.fabric", "optuna")
 
 
 def silence_known_noise() -> None:
@@ -78,21 +79,22 @@ def silence_known_noise() -> None:
         warnings.filterwarnings("ignore", message=pattern)
 
 
-def route_lightning_logs() -> None:
-    """Once logging is configured (Hydra's job logging), Lightning's messages and Python's
-    warnings go through it alone, known noise silenced.
+def route_library_logs() -> None:
+    """Once logging is configured (Hydra's job logging), Lightning's and Optuna's messages and
+    Python's warnings go through it alone, known noise silenced.
 
     Lightning gives its `lightning` logger a console handler of its own when imported, and so
     do `lightning.pytorch` and `lightning.fabric` (not propagating) when they are imported before
-    logging is configured, as in a joblib worker: messages would then be printed twice or
-    bypass the console filter, and train.log would miss them.
+    logging is configured, as in a joblib worker; Optuna's `optuna` logger always has one (not
+    propagating). Messages would then be printed twice or bypass the console filter, and
+    train.log would miss them.
     """
     logging.captureWarnings(True)  # warnings reach train.log too, through the same handlers
     silence_known_noise()
     if logging.getLogger().hasHandlers():
-        for name in LIGHTNING_LOGGERS:
-            lightning_logger = logging.getLogger(name)
-            for handler in list(lightning_logger.handlers):
+        for name in LIBRARY_LOGGERS:
+            library_logger = logging.getLogger(name)
+            for handler in list(library_logger.handlers):
                 if type(handler) is logging.StreamHandler:
-                    lightning_logger.removeHandler(handler)
-            lightning_logger.propagate = True
+                    library_logger.removeHandler(handler)
+            library_logger.propagate = True

@@ -86,7 +86,7 @@ def run_one(
     started = time.perf_counter()
     one_of_many = one_of_many or in_multirun()
     log.set_one_of_many(one_of_many)
-    log.route_lightning_logs()
+    log.route_library_logs()
     lightning_speedups.apply()
     import_plugins(cfg.get("plugins") or [])  # also for runs not started by train.py
     validate(cfg)

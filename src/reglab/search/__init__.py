@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import sys
 import warnings
 from collections.abc import Callable, Iterator
@@ -343,16 +342,6 @@ def _flat(node: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
         yield prefix.rstrip("."), node
 
 
-def route_optuna_logs() -> None:
-    """Once logging is configured (Hydra's job logging), Optuna's messages (a line per trial) go
-    through it: to the console and to train.log, not to Optuna's own console handler alone."""
-    import optuna
-
-    if logging.getLogger().hasHandlers():
-        optuna.logging.disable_default_handler()
-        optuna.logging.enable_propagation()
-
-
 def run_search(cfg: DictConfig) -> float | None:
     """Run this worker's trials of the study; write best.yaml; return the study's best value.
 
@@ -367,7 +356,7 @@ def run_search(cfg: DictConfig) -> float | None:
         ) from missing
     from reglab.search.sampling import PerTrialSeed
 
-    route_optuna_logs()
+    log.route_library_logs()  # Optuna's line per trial: console and train.log
     spec = cfg.hparams_search
     folder = Path(spec.folder)
     check_trial_config(cfg, check_search(cfg), folder)

@@ -524,3 +524,27 @@ def test_a_block_showing_a_repository_file_shows_its_values():
         readme = yaml.safe_load("\n".join(block.lines))
         actual = yaml.safe_load((ROOT / block.path).read_text())
         assert {k: actual.get(k) for k in readme} == readme, block.path
+
+
+def test_the_version_is_one_number_everywhere():
+    # README's newest "What changed in X.Y", the installed package's metadata (pyproject reads
+    # reglab.__version__) and what metrics.json records (reglab.__version__) agree.
+    import importlib.metadata
+
+    import reglab
+
+    changed = re.findall(r"^## What changed in (\d+\.\d+)", README.read_text(), re.MULTILINE)
+    assert changed, "README has no 'What changed in' section"
+    newest = max(changed, key=lambda v: tuple(map(int, v.split("."))))
+    assert reglab.__version__.rsplit(".", 1)[0] == newest
+    assert importlib.metadata.version("reglab") == reglab.__version__
+
+
+def test_the_last_checkpoint_is_described_one_way():
+    # `last.ckpt` is written at most every `min_seconds_between_saves` and at the final epoch
+    # (conf/callbacks/default.yaml): no README sentence may say "overwritten each epoch".
+    text = " ".join(README.read_text().split())
+    assert "overwritten each epoch" not in text
+    seconds = yaml.safe_load((CONF_DIR / "callbacks" / "default.yaml").read_text())
+    interval = seconds["last_checkpoint"]["min_seconds_between_saves"]
+    assert f"at most every {interval:g} s" in text

@@ -8,11 +8,12 @@ import json
 from collections import namedtuple
 from pathlib import Path
 
+import lightning as L
 import pytest
 
-from conftest import SMALL_RUN, read_metrics, run_records, run_train_py
+from conftest import SMALL_RUN, read_metrics, run_records, run_train_in_process, run_train_py
 from reglab import run_folder
-from reglab.errors import ConfigError
+from reglab.errors import ConfigError, RunInterrupted
 from reglab.run import run_one
 from reglab.run_folder import LOCK_FILE, JobBusy, job_lock
 
@@ -60,7 +61,7 @@ def test_a_resume_from_its_own_folder_keeps_the_checkpoint(make_cfg, tmp_path):
         make_cfg(*SMALL_RUN, "trainer.max_epochs=2", "early_stopping=none", f"ckpt_path={run_dir}")
     )
     record = read_metrics(run_dir)
-    assert [row["epoch"] for row in record["history"]] == [0, 1]
+    assert [row["epoch"] for row in record["history"]] == [1, 2]
 
 
 def test_an_output_folder_that_cannot_be_written_is_refused_before_training(make_cfg, tmp_path):
@@ -114,3 +115,83 @@ def test_help_creates_no_folder(tmp_path):
     assert run_train_py(["--cfg", "job"], tmp_path).returncode == 0
     assert not (tmp_path / "outputs").exists()
     assert Path(tmp_path).exists()
+
+
+# A run that keeps nothing (debug=fdr, keep_outputs=false) removes what it wrote, never a folder
+# it did not create nor a file that was there before it (issue 19: a user's folder vanished).
+
+
+def _users_folder(tmp_path: Path) -> Path:
+    folder = tmp_path / "run"
+    (folder / "notes").mkdir(parents=True)
+    (folder / "notes" / "mine.txt").write_text("a user's own file")
+    (folder / "data.csv").write_text("x,y\n1,2\n")
+    return folder
+
+
+def _user_files(folder: Path) -> list[str]:
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*"))
+
+
+@pytest.mark.parametrize("keep_nothing", ["debug=fdr", "keep_outputs=false"])
+def test_a_run_that_keeps_nothing_leaves_an_existing_folder_and_its_files(
+    make_cfg, tmp_path, keep_nothing
+):
+    folder = _users_folder(tmp_path)
+    run_one(make_cfg(*SMALL_RUN, "trainer.max_epochs=1", keep_nothing))
+    assert _user_files(folder) == ["data.csv", "notes", "notes/mine.txt"]
+    assert (folder / "notes" / "mine.txt").read_text() == "a user's own file"
+
+
+def test_a_run_that_keeps_nothing_removes_a_folder_it_created(make_cfg, tmp_path):
+    run_one(make_cfg(*SMALL_RUN, "trainer.max_epochs=1", "keep_outputs=false"))
+    assert not (tmp_path / "run").exists()
+
+
+class _InterruptAfterFirstEpoch(L.Callback):
+    def on_train_epoch_end(self, trainer, pl_module):
+        raise KeyboardInterrupt  # Lightning's answer to Ctrl-C: the run records "interrupted"
+
+
+def test_an_interrupted_run_that_keeps_nothing_leaves_no_result_in_an_existing_run_folder(
+    make_cfg, tmp_path
+):
+    # An earlier run's folder, with a user's file added: the new run's checkpoints and its
+    # "interrupted" metrics.json go; the earlier result and the user's file stay as they were.
+    run_one(make_cfg(*SMALL_RUN, "trainer.max_epochs=1"))
+    folder = tmp_path / "run"
+    (folder / "mine.txt").write_text("a user's own file")
+    earlier = {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+    with pytest.raises(RunInterrupted):
+        run_one(
+            make_cfg(*SMALL_RUN, "trainer.max_epochs=3", "keep_outputs=false"),
+            [_InterruptAfterFirstEpoch()],
+        )
+    assert {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()} == earlier
+    assert read_metrics(folder)["status"] == "ok"  # the earlier run's record
+
+
+@pytest.mark.parametrize("keep_nothing", ["debug=fdr", "keep_outputs=false"])
+def test_train_py_keeping_nothing_in_an_existing_hydra_run_dir_removes_only_its_own(
+    tmp_path, keep_nothing
+):
+    folder = _users_folder(tmp_path)
+    args = [*SMALL_RUN, "trainer.max_epochs=1", keep_nothing, f"hydra.run.dir={folder}"]
+    assert run_train_in_process(args, tmp_path) == 0
+    # Hydra's .hydra/ and train.log and every output of the run are gone; the user's files stay.
+    assert _user_files(folder) == ["data.csv", "notes", "notes/mine.txt"]
+
+
+def test_train_py_keeping_nothing_removes_the_hydra_run_dir_it_created(tmp_path):
+    folder = tmp_path / "new" / "run"
+    args = [*SMALL_RUN, "debug=fdr", f"hydra.run.dir={folder}"]
+    assert run_train_in_process(args, tmp_path) == 0
+    assert not folder.exists()
+
+
+@pytest.mark.slow  # a real subprocess; CI runs the slow tests
+def test_train_py_debug_fdr_into_a_users_folder_keeps_the_users_file(tmp_path):
+    folder = _users_folder(tmp_path)
+    result = run_train_py(["debug=fdr", *SMALL_RUN, f"hydra.run.dir={folder}"], tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert _user_files(folder) == ["data.csv", "notes", "notes/mine.txt"]

@@ -198,12 +198,21 @@ def unwritable_output_folder(argv: Sequence[str]) -> list[str]:
         fixed if fixed == folder or fixed.endswith("/") else fixed.rpartition("/")[0] or "."
     )
     probe = path.expanduser() / ".reglab-write-probe"
+    # The folders made for the probe are removed again: Hydra makes them, and a run that keeps
+    # nothing removes its folder only if the folder was not there before (reglab.folder_state).
+    made = [folder for folder in (probe.parent, *probe.parent.parents) if not folder.exists()]
     try:
         probe.parent.mkdir(parents=True, exist_ok=True)
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as error:
         return [f"{key}: cannot write in {str(path)!r}: {error.strerror or error}"]
+    finally:
+        for folder in made:  # deepest first
+            try:
+                folder.rmdir()
+            except OSError:
+                break
     return []
 
 

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import os
-import shutil
 import socket
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 import reglab
 from reglab import checks, lightning_speedups, log
@@ -34,6 +34,7 @@ from reglab.errors import (
     find_config_error,
     first_line,
 )
+from reglab.folder_state import SCRATCH, Before, before_run
 from reglab.module import RegLabModule, check_label_smoothing
 from reglab.optim import build_optimizer, build_scheduler, check_optimizer, check_scheduler
 from reglab.plugins import import_plugins
@@ -75,6 +76,31 @@ def train(cfg: DictConfig) -> float | None:
         return None
 
 
+def _removing_what_it_wrote(run: Callable[..., float | None]) -> Callable[..., float | None]:
+    """A run that keeps nothing (debug=fdr, keep_outputs=false) removes, however it ends, what
+    it wrote: the entries its folder did not hold when it started (`reglab.folder_state`), and
+    the folder only if the run created it. In a folder that holds files already it writes in a
+    subfolder of its own, so that it overwrites none of them (a user's folder, an earlier run's)."""
+
+    @functools.wraps(run)
+    def removing(cfg: DictConfig, *args: Any, **kwargs: Any) -> float | None:
+        if cfg.get("keep_outputs", True):
+            return run(cfg, *args, **kwargs)
+        given = OmegaConf.to_container(cfg.paths, resolve=False)["output_dir"]
+        output_dir = Path(cfg.paths.output_dir)
+        before = before_run(output_dir)
+        if before.entries:
+            cfg.paths.output_dir = str(output_dir / SCRATCH)
+        try:
+            return run(cfg, *args, **kwargs)
+        finally:
+            _remove_outputs(output_dir, before)
+            cfg.paths.output_dir = given
+
+    return removing
+
+
+@_removing_what_it_wrote
 def run_one(
     cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None, *, one_of_many: bool = False
 ) -> float | None:
@@ -93,7 +119,8 @@ def run_one(
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     output_dir = Path(cfg.paths.output_dir)
     resume = resume_checkpoint(cfg)
-    clear_previous_attempt(output_dir, resume)
+    if cfg.get("keep_outputs", True):  # a run that keeps nothing leaves earlier results be
+        clear_previous_attempt(output_dir, resume)
 
     datamodule, model = build_data_and_model(cfg)
     if resume:  # a damaged file or another model's: one line now, not a traceback in fit
@@ -140,8 +167,7 @@ def run_one(
     summary["noisy_input"] = noisy_input_metrics(datamodule)
     if cfg.get("keep_outputs", True):
         _write_outputs(cfg, trainer, summary)
-    else:
-        _remove_outputs(Path(cfg.paths.output_dir))
+    # else its outputs are removed as it returns (_removing_what_it_wrote)
     return summary["objective"]
 
 
@@ -476,8 +502,8 @@ def _noisy_input_text(noisy_input: dict[str, float]) -> str:
 
 
 @rank_zero_only
-def _remove_outputs(output_dir: Path) -> None:
-    shutil.rmtree(output_dir, ignore_errors=True)
+def _remove_outputs(output_dir: Path, before: Before) -> None:
+    before.remove_new(output_dir)
 
 
 def _lookup(summary: dict[str, Any], name: str | None) -> float | None:

@@ -138,10 +138,13 @@ def test_experiments_compose_with_their_sweep_params(tmp_path, experiment):
 )
 def test_launchers_run_each_job_in_its_own_process(tmp_path, launcher):
     result = run_train_py(
-        ["-m", *launcher, "model=mlp", "seed=0,1", "trainer.max_epochs=1", *QUIET], cwd=tmp_path
+        # regularization=none ignores the strength: two of the four jobs are never launched
+        ["-m", *launcher, "model=mlp", "seed=0,1", "regularization.strength=1e-4,1e-3"]
+        + ["trainer.max_epochs=1", *QUIET],
+        cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "reglab sweep: 2 ok, 0 failed, 0 skipped" in result.stdout
+    assert "reglab sweep: 2 ok, 0 failed, 0 skipped, 2 not run" in result.stdout
     runs = list(_metrics(_sweep_dir(tmp_path)).values())
     pids = {run["pid"] for run in runs}
     assert len(runs) == 2 and len(pids) == 2 and all(run["status"] == "ok" for run in runs)
@@ -196,3 +199,97 @@ def test_report_baseline_defaults_to_a_swept_none_option(tmp_path):
     assert rows["dropout=constant"].delta["test/acc"] == pytest.approx(0.91 - 0.82)
     named = {row.label: row for row in summarize(jobs, ["test/acc"], "dropout=constant")}
     assert named["dropout=none"].delta["test/acc"] == pytest.approx(0.82 - 0.91)
+
+
+def test_jobs_that_compose_to_the_same_run_are_launched_once(tmp_path):
+    from reglab.sweep import distinct_jobs, skipped_line
+
+    batch = [
+        ["regularization=none", "regularization.strength=0.0001", "seed=0"],
+        ["regularization=none", "regularization.strength=0.001", "seed=0"],  # = job 0
+        ["regularization=none", "regularization.strength=0.001", "seed=1"],  # another seed
+        ["regularization=l1", "regularization.strength=0.0", "seed=0"],  # l1 at 0 is not none
+        ["regularization=l1", "regularization.strength=0.001", "seed=0"],
+        [
+            "regularization=l1",
+            "regularization.strength=0.001",
+            "regularization.l1_ratio=0.2",
+            "seed=0",
+        ],  # l1 ignores l1_ratio
+        ["regularization=elastic_net", "regularization.l1_ratio=0.2", "seed=0"],
+        ["regularization=elastic_net", "regularization.l1_ratio=0.8", "seed=0"],
+        [
+            "regularization=none",
+            "seed=0",
+            "tags=[other]",
+        ],  # labelled apart: a report filters by tags
+    ]
+    kept_runs: dict[str, int] = {}
+    kept, skipped = distinct_jobs(batch, lambda o: compose_config(o, tmp_path / "x"), kept_runs)
+    assert kept == [batch[i] for i in (0, 2, 3, 4, 6, 7, 8)]
+    assert skipped == [
+        {"overrides": batch[1], "same_as_job": 0},
+        {"overrides": batch[5], "same_as_job": 3},  # numbered as launched: the 4th kept job
+    ]
+    assert skipped_line(batch, skipped) == (
+        "reglab: skipping 2 jobs equal to earlier ones "
+        "(e.g. regularization=none,regularization.strength=0.001,seed=0 = job 0)"
+    )
+    # A later batch of the same sweep is compared with the jobs already launched.
+    later, skipped = distinct_jobs(
+        [batch[1], ["regularization=l2", "seed=0"]],
+        lambda o: compose_config(o, tmp_path / "x"),
+        kept_runs,
+        first_number=len(kept),
+    )
+    assert later == [["regularization=l2", "seed=0"]] and skipped[0]["same_as_job"] == 0
+    assert sorted(kept_runs.values()) == list(range(8))
+
+
+@pytest.mark.slow  # six one-epoch runs and a resume, in-process; CI runs the slow tests
+def test_a_sweep_trains_the_baseline_once_per_seed_and_the_report_counts_it_so(tmp_path, capsys):
+    import yaml
+
+    from conftest import SMALL_RUN, run_train_in_process
+
+    args = [
+        "-m",
+        *SMALL_RUN,
+        "regularization=none,l1",
+        "regularization.strength=0.0,1e-3",
+        "seed=0,1",
+        "trainer.max_epochs=1",
+        "early_stopping=none",
+    ]
+    assert run_train_in_process(args, tmp_path) == 0
+    out = capsys.readouterr().out
+    sweep = _sweep_dir(tmp_path)
+    runs = _metrics(sweep)
+    assert len(runs) == 6 and all(r["status"] == "ok" for r in runs.values())  # not 8
+    assert sorted(int(name.split("_", 1)[0]) for name in runs) == list(range(6))
+    assert "reglab: skipping 2 jobs equal to earlier ones (e.g. " in out
+    assert "reglab sweep: 6 ok, 0 failed, 0 skipped, 2 not run (equal to earlier jobs)" in out
+    skipped = yaml.safe_load((sweep / "skipped_jobs.yaml").read_text())
+    swept = ("regularization=", "regularization.strength=", "seed=")
+    assert [[o for o in s["overrides"] if o.startswith(swept)] for s in skipped] == [
+        ["regularization=none", "regularization.strength=0.001", "seed=0"],
+        ["regularization=none", "regularization.strength=0.001", "seed=1"],
+    ]
+    assert [s["same_as_job"] for s in skipped] == [0, 1]
+    # The baseline ran once per seed: every condition, the baseline too, has n = 2 seeds.
+    build_report(sweep, metrics=["test/acc"])
+    with (sweep / "report.csv").open() as f:
+        table = {row["config"]: row for row in csv.DictReader(f)}
+    assert {label: int(row["test/acc n"]) for label, row in table.items()} == {
+        "regularization=none": 2,
+        "regularization=l1,regularization.strength=0.0": 2,
+        "regularization=l1,regularization.strength=0.001": 2,
+    }
+
+    # A resume skips the six jobs done and launches the two equal ones no more than the first time.
+    mtimes = {name: (sweep / name / "metrics.json").stat().st_mtime for name in runs}
+    assert run_train_in_process([*args, f"+resume_sweep={sweep}"], tmp_path) == 0
+    out = capsys.readouterr().out
+    assert "reglab sweep: 0 ok, 0 failed, 6 skipped, 2 not run (equal to earlier jobs)" in out
+    assert {name: (sweep / name / "metrics.json").stat().st_mtime for name in runs} == mtimes
+    assert set(_metrics(sweep)) == set(runs)

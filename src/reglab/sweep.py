@@ -3,8 +3,13 @@
 In a multirun (`python train.py -m ...`) a job that raises is recorded in its own `metrics.json`
 with `status: failed` and a one-line error, and the sweep goes on. `+resume_sweep=<sweep folder>`
 reruns the same sweep into that folder and skips every job whose `metrics.json` says `ok`.
-`SweepSummary` (a Hydra callback, in conf/hydra/default.yaml) prints ok/failed/skipped at the end
-and makes the command fail only when every job it ran failed.
+`SweepSummary` (a Hydra callback, in conf/hydra/default.yaml) prints ok/failed/skipped at the end,
+then the `reglab-report` command for the sweep folder, and makes the command fail only when every
+job it ran failed.
+
+A job equal to an earlier one of the sweep (same effective config and seed, `run_digest`: e.g.
+`regularization=none` at each swept strength) is never launched: reglab's sweeper
+(src/hydra_plugins/reglab_sweeper) drops it and lists it in the sweep folder's skipped_jobs.yaml.
 """
 
 from __future__ import annotations
@@ -12,19 +17,25 @@ from __future__ import annotations
 import hashlib
 import os
 import time
+from collections.abc import Callable, Sequence
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+import yaml
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
+from reglab.config import digest
 from reglab.errors import first_line
 from reglab.records import read_record, write_record
 
 MAX_DIRNAME = 100
+# In a sweep folder: the jobs not launched because an earlier job runs the same run.
+SKIPPED_JOBS = "skipped_jobs.yaml"
 
 
 def job_dirname(overrides: str) -> str:
@@ -123,6 +134,93 @@ def write_search_pointer(output_dir: Path, cfg: DictConfig, best: float | None) 
     write_status(output_dir, cfg, "ok", search_folder=folder, objective=best)
 
 
+def run_digest(cfg: DictConfig) -> str:
+    """What makes two sweep jobs one run: their effective config, seed and tags.
+
+    The effective config is the one the report groups by (`reglab.report.collect`): the
+    resolved config less bookkeeping and less the knobs the chosen options ignore, so
+    `regularization=none` at any strength is one config, while `regularization=l1` at strength 0
+    is another. Tags change nothing a run does, but a report filters by them: kept apart.
+    """
+    from reglab.report.collect import effective_config  # here: it imports torch
+
+    plain_config = OmegaConf.to_container(cfg, resolve=False)
+    plain_config.pop("hydra", None)  # the job's Hydra settings (its folder, its number)
+    run = {"config": effective_config(plain_config)}
+    for key in ("seed", "tags"):
+        try:
+            value = OmegaConf.select(cfg, key)
+        except OmegaConfBaseException:  # compared as written, as the report does
+            value = plain_config.get(key)
+        run[key] = (
+            OmegaConf.to_container(value, resolve=True) if isinstance(value, ListConfig) else value
+        )
+    return digest(run)
+
+
+def distinct_jobs(
+    batch: Sequence[Sequence[str]],
+    compose: Callable[[Sequence[str]], DictConfig],
+    kept_runs: dict[str, int],
+    first_number: int = 0,
+) -> tuple[list[list[str]], list[dict[str, Any]]]:
+    """Split `batch` (one override list per job) into the jobs to launch and those to skip.
+
+    A job is skipped when its run (`run_digest` of the config `compose` gives) is one an earlier
+    job has. `kept_runs` maps the runs kept so far to their job numbers (this batch's are added,
+    the kept jobs numbered from `first_number`); each skipped job comes back as
+    `{"overrides": [...], "same_as_job": number}`.
+    """
+    kept: list[list[str]] = []
+    skipped: list[dict[str, Any]] = []
+    for overrides in batch:
+        run = run_digest(compose(overrides))
+        if run in kept_runs:
+            skipped.append({"overrides": list(overrides), "same_as_job": kept_runs[run]})
+            continue
+        kept_runs[run] = first_number + len(kept)
+        kept.append(list(overrides))
+    return kept, skipped
+
+
+def skipped_line(batch: Sequence[Sequence[str]], skipped: list[dict[str, Any]]) -> str:
+    """One console line on the skipped jobs, the first shown by its swept overrides."""
+    shared = set.intersection(*(set(job) for job in batch))  # the command's fixed overrides
+    example = skipped[0]
+    swept = ",".join(o for o in example["overrides"] if o not in shared)
+    what = (
+        f"{len(skipped)} jobs equal to earlier ones"
+        if len(skipped) > 1
+        else "1 job equal to an earlier one"
+    )
+    return f"reglab: skipping {what} (e.g. {swept} = job {example['same_as_job']})"
+
+
+def record_skipped(sweep_dir: Path, skipped: list[dict[str, Any]]) -> None:
+    """List the skipped jobs in the sweep folder's SKIPPED_JOBS (none: no file)."""
+    path = sweep_dir / SKIPPED_JOBS
+    if not skipped:
+        path.unlink(missing_ok=True)
+        return
+    header = (
+        "# Jobs of this sweep not launched: each one's effective config and seed equal those of\n"
+        "# the job numbered same_as_job (reglab.sweep.run_digest), which ran it.\n"
+    )
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    path.write_text(header + yaml.safe_dump(skipped, sort_keys=False))
+
+
+def count_skipped(sweep_dir: Path) -> int:
+    """How many jobs the sweep did not launch as equal to earlier ones."""
+    path = sweep_dir / SKIPPED_JOBS
+    return len(yaml.safe_load(path.read_text()) or []) if path.is_file() else 0
+
+
+def report_command(sweep_dir: Path) -> str:
+    """The command that writes a sweep's report (pyproject's `reglab-report` script)."""
+    return f"reglab-report {sweep_dir}"
+
+
 class SweepSummary(Callback):
     """Counts ok / failed / skipped jobs of a multirun; exit 1 if every job that ran failed."""
 
@@ -151,13 +249,17 @@ class SweepSummary(Callback):
             else:
                 counts["failed"] += 1
                 failures.append(f"  {job_dir.name}: {status.get('error', '')}")
+        duplicates = count_skipped(sweep_dir)  # by the sweeper: never launched
         log.info(
             f"reglab sweep: {counts['ok']} ok, {counts['failed']} failed, {counts['skipped']} skipped"
             + (f", {counts['missing']} without result" if counts["missing"] else "")
+            + (f", {duplicates} not run (equal to earlier jobs)" if duplicates else "")
             + f" in {sweep_dir}"
         )
         for line in failures:
             log.info(line)
+        if counts["ok"] or counts["skipped"]:  # the next step: tables and plots of the results
+            log.info(f"reglab sweep: report: {report_command(sweep_dir)}")
         if counts["failed"] and not counts["ok"]:
             raise SystemExit(1)
 

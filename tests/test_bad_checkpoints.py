@@ -277,4 +277,4 @@ def test_the_real_checkpoint_still_resumes(tmp_path, run_dir):
     )
     train(cfg)
     record = json.loads((tmp_path / "resumed" / "metrics.json").read_text())
-    assert record["status"] == "ok" and record["history"][-1]["epoch"] == 2  # one more epoch
+    assert record["status"] == "ok" and record["history"][-1]["epoch"] == 3  # one more epoch

@@ -30,7 +30,9 @@ def test_stops_on_a_plateau_and_tests_the_best_checkpoint(make_cfg, tmp_path):
     assert metrics["stopped_epoch"] is not None and metrics["epochs_run"] < 60
     assert metrics["stopped_epoch"] == metrics["best_epoch"] + cfg.early_stopping.patience
     val_losses = [row["val/loss"] for row in metrics["history"]]
-    assert min(val_losses[metrics["best_epoch"] + 1 :]) > metrics["best_val/loss"]
+    # Epochs count from 1: val_losses[best_epoch:] are the epochs after the best one.
+    assert val_losses[metrics["best_epoch"] - 1] == metrics["best_val/loss"]
+    assert min(val_losses[metrics["best_epoch"] :]) > metrics["best_val/loss"]
 
     module = RegLabModule.load_from_checkpoint(metrics["best_checkpoint"], weights_only=True).eval()
     test = instantiate(cfg.data).splits["test"]
@@ -107,6 +109,6 @@ def test_monitor_val_acc_alone_keeps_the_checkpoint_with_the_highest_accuracy(ma
     accuracies = [row["val/acc"] for row in metrics["history"]]
     best = max(range(len(accuracies)), key=lambda i: (accuracies[i], -i))
     assert metrics["monitor_mode"] == "max"
-    assert metrics["best_epoch"] == best
-    assert Path(metrics["best_checkpoint"]).name == f"epoch_{best:03d}.ckpt"
+    assert metrics["best_epoch"] == best + 1  # epochs count from 1
+    assert Path(metrics["best_checkpoint"]).name == f"epoch_{best + 1:03d}.ckpt"
     assert accuracies[best] > min(accuracies)  # the worst epoch would have been picked with min

@@ -72,7 +72,11 @@ def test_eval_of_the_run_folder_reproduces_the_run_test_metrics(run_dir, tmp_pat
     assert record["checkpoint"]["epoch"] == trained["best_epoch"]
     assert record["status"] == "ok" and record["mc_samples"] is None
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("reglab: ")]
-    assert len(lines) == 1 and "test/acc=" in lines[0] and str(tmp_path / "eval") in lines[0]
+    # Which checkpoint and epoch (counted from 1, as metrics.json's best_epoch), then the result.
+    assert (
+        lines[0] == f"reglab: testing {trained['best_checkpoint']} (epoch {trained['best_epoch']})"
+    )
+    assert len(lines) == 2 and "test/acc=" in lines[1] and str(tmp_path / "eval") in lines[1]
 
 
 def test_eval_of_the_checkpoint_file_reproduces_them_too(run_dir, tmp_path):
@@ -217,5 +221,6 @@ def test_python_eval_py_on_a_run_folder(run_dir, tmp_path):
     assert record["test"].keys() == trained.keys()
     assert all(_same(record["test"][k], v) for k, v in trained.items())
     lines = [line for line in done.stdout.splitlines() if line.startswith("reglab: ")]
-    assert len(lines) == 1 and lines[0].endswith(f"outputs in {written.parent}")
+    assert len(lines) == 2 and lines[0].startswith("reglab: testing ")
+    assert lines[1].endswith(f"outputs in {written.parent}")
     assert (written.parent / ".hydra" / "config.yaml").is_file()  # the eval's own config

@@ -78,7 +78,8 @@ def test_a_signal_stops_the_run_nonzero_recorded_as_interrupted_and_it_resumes(t
     assert record["status"] == "interrupted"
     last = torch.load(record["last_checkpoint"], map_location="cpu", weights_only=False)
     interrupted_epoch = int(record["error"].split("epoch ")[1])
-    assert last["epoch"] in (interrupted_epoch - 1, interrupted_epoch)
+    # The message counts from 1, the checkpoint's `epoch` is Lightning's 0-based one.
+    assert last["epoch"] + 1 in (interrupted_epoch - 1, interrupted_epoch)
 
     resumed = subprocess.run(
         [
@@ -98,7 +99,8 @@ def test_a_signal_stops_the_run_nonzero_recorded_as_interrupted_and_it_resumes(t
     (new,) = [p for p in (tmp_path / "outputs").rglob("metrics.json") if p.parent != run_dir]
     metrics = json.loads(new.read_text())
     assert metrics["status"] == "ok"
-    assert metrics["history"][-1]["epoch"] == last["epoch"] + 2  # it went on from the checkpoint
+    # It went on from the checkpoint to max_epochs (history epochs count from 1).
+    assert metrics["history"][-1]["epoch"] == last["epoch"] + 3
 
 
 def test_last_checkpoint_holds_the_final_epoch_of_an_early_stopped_run(make_cfg, tmp_path):
@@ -120,8 +122,9 @@ def test_last_checkpoint_holds_the_final_epoch_of_an_early_stopped_run(make_cfg,
         tmp_path / "run" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False
     )
     best = torch.load(metrics["best_checkpoint"], map_location="cpu", weights_only=False)
-    assert last["epoch"] == metrics["stopped_epoch"]  # not the best epoch
-    assert best["epoch"] == metrics["best_epoch"]
+    # metrics.json counts epochs from 1; Lightning's `epoch` in a checkpoint is 0-based.
+    assert last["epoch"] + 1 == metrics["stopped_epoch"]  # not the best epoch
+    assert best["epoch"] + 1 == metrics["best_epoch"]
 
 
 @pytest.mark.parametrize(("interval", "writes"), [(0, 5), (1000, 1)])

@@ -74,7 +74,8 @@ def test_a_run_killed_and_resumed_equals_the_uninterrupted_run(tmp_path):
     assert stopped is not None and best < stopped - 1, reference["history"]
 
     (tmp_path / "killed").mkdir()
-    killed_dir = _kill_after_epoch(tmp_path / "killed", best + 1)
+    # last.ckpt's `epoch` is Lightning's 0-based one: `best` (counted from 1) is the epoch after it.
+    killed_dir = _kill_after_epoch(tmp_path / "killed", best)
     assert not (killed_dir / "metrics.json").exists()
     resumed = run_train_py([*RUN, f"ckpt_path={killed_dir}"], tmp_path / "killed")
     assert resumed.returncode == 0, resumed.stderr[-3000:]

@@ -116,4 +116,4 @@ def test_a_resumed_run_through_the_config_logs_only_its_own_epochs(tmp_path, cap
     assert len(_weight_steps(tmp_path / "resumed")) == 2  # epochs 3 and 4
     assert _audit_messages(caplog) == []
     metrics = read_metrics(tmp_path / "resumed")
-    assert [row["epoch"] for row in metrics["history"]] == [0, 1, 2, 3]
+    assert [row["epoch"] for row in metrics["history"]] == [1, 2, 3, 4]

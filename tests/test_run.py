@@ -28,13 +28,13 @@ def test_selu_net_default_run_reaches_95_percent_and_writes_everything(make_cfg,
     if (
         metrics["stopped_epoch"] is not None
     ):  # early stopping (early_stopping=val_loss, the default)
-        assert metrics["epochs_run"] == metrics["stopped_epoch"] + 1
+        assert metrics["epochs_run"] == metrics["stopped_epoch"]  # epochs count from 1
         assert metrics["stopped_epoch"] - metrics["best_epoch"] == cfg.early_stopping.patience
     assert metrics["best_val/loss"] == metrics["best"]["val/loss"]
     assert objective == pytest.approx(metrics["best"]["val/loss"])
     best_losses = [row["val/loss"] for row in metrics["history"]]
     assert metrics["best"]["val/loss"] == min(best_losses)
-    assert metrics["best_epoch"] == best_losses.index(min(best_losses))
+    assert metrics["best_epoch"] == best_losses.index(min(best_losses)) + 1
     assert Path(metrics["best_checkpoint"]).is_file()
     assert Path(metrics["best_checkpoint"]).name == f"epoch_{metrics['best_epoch']:03d}.ckpt"
     assert metrics["versions"]["torch"] == torch.__version__
@@ -208,7 +208,7 @@ def test_optimized_metric_lookup(make_cfg, tmp_path):
 def test_metrics_json_is_plain_json(make_cfg, tmp_path):
     train(make_cfg("model=mlp", "trainer.max_epochs=1", "logger=none"))
     text = (tmp_path / "run" / "metrics.json").read_text()
-    assert json.loads(text)["final"]["epoch"] == 0
+    assert json.loads(text)["final"]["epoch"] == 1  # the first epoch
     assert not (tmp_path / "run" / "metrics.json.tmp").exists()
 
 
@@ -246,7 +246,7 @@ def test_resume_from_checkpoint_continues_exactly(tmp_path):
     train(resumed)
     expected = read_metrics(tmp_path / "straight")["history"]
     got = read_metrics(tmp_path / "resumed")["history"]
-    assert [row["epoch"] for row in got] == [0, 1, 2, 3]
+    assert [row["epoch"] for row in got] == [1, 2, 3, 4]
     # The checkpoint of epoch 1 was written before Lightning published its train metrics: the
     # history takes them from the module, so every row is whole.
     for want, have in zip(expected, got, strict=True):

@@ -7,6 +7,10 @@ the run's test metrics exactly. Overrides on the eval command line apply on top 
 config (`data.batch_size=256`, `trainer.precision=64-true`); `dropout=mc` (`dropout.samples=50`)
 adds the Monte-Carlo dropout metrics. The results go to `eval_metrics.json` in the eval's own
 folder (outputs/eval/<date>/<time>), written atomically.
+
+The console says which checkpoint is tested and its epoch, counted from 1 as metrics.json's
+`best_epoch` (`reglab: testing <file> (epoch 7)`), then the result; the progress bar shows only
+on a terminal.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,6 +35,7 @@ from omegaconf import DictConfig, OmegaConf
 import reglab
 from reglab import checkpoint, log
 from reglab.callbacks import MCDropout
+from reglab.callbacks.history import FIRST_EPOCH
 from reglab.config import print_config, validate
 from reglab.errors import ConfigError, find_config_error, first_line
 from reglab.module import RegLabModule
@@ -71,6 +77,8 @@ def evaluate(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, Any]:
     if job.get("print_config"):
         print_config(job)
     trainer, model, datamodule = prepare(job, saved)
+    epoch = tested_epoch(saved)
+    log.info(f"reglab: testing {file}" + (f" (epoch {epoch})" if epoch is not None else ""))
     results = trainer.test(model, datamodule=datamodule, verbose=False)
     mc = [c for c in trainer.callbacks if isinstance(c, MCDropout)]
     record = {
@@ -78,7 +86,7 @@ def evaluate(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, Any]:
         "task_name": job.task_name,
         "ckpt_path": str(file.resolve()),
         "run_dir": str(run_dir.resolve()),
-        "checkpoint": checkpoint.describe(saved),
+        "checkpoint": {**checkpoint.describe(saved), "epoch": epoch},
         "overrides": list(overrides),
         "seed": job.seed,
         "mc_samples": mc[0].samples if mc else None,
@@ -94,6 +102,13 @@ def evaluate(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, Any]:
     }
     _write_record(Path(job.paths.output_dir), record)
     return record
+
+
+def tested_epoch(saved: dict) -> int | None:
+    """The epoch a checkpoint holds, counted from 1 as metrics.json counts (Lightning's `epoch`
+    key is 0-based); None if it has none."""
+    epoch = saved.get("epoch")
+    return epoch + FIRST_EPOCH if isinstance(epoch, int) else None
 
 
 def prepare(job: DictConfig, saved: dict) -> tuple[L.Trainer, RegLabModule, L.LightningDataModule]:
@@ -214,6 +229,9 @@ def _trainer(job: DictConfig, callbacks: list[L.Callback]) -> L.Trainer:
             logger=False,
             enable_checkpointing=False,
             enable_model_summary=False,
+            # Off a terminal (a log file, a batch job) the bar would be written as text.
+            enable_progress_bar=bool(job.trainer.get("enable_progress_bar", True))
+            and sys.stdout.isatty(),
         )
     except InstantiationException as error:
         found = find_config_error(error)

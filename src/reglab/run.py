@@ -24,7 +24,15 @@ from omegaconf import DictConfig, OmegaConf
 
 import reglab
 from reglab import checks, lightning_speedups, log
-from reglab.callbacks import Control, EpochHistory, EpochLines, RandomState, WeightPenalty
+from reglab.callbacks import (
+    Control,
+    EpochBar,
+    EpochHistory,
+    EpochLines,
+    RandomState,
+    WeightPenalty,
+)
+from reglab.callbacks.history import FIRST_EPOCH
 from reglab.checkpoint import LAST, check_matches, check_resumable, read_checkpoint, resolve
 from reglab.config import CONTROL_GROUPS, digest, neutral_config, plain, print_config, validate
 from reglab.errors import (
@@ -40,6 +48,7 @@ from reglab.optim import build_optimizer, build_scheduler, check_optimizer, chec
 from reglab.plugins import import_plugins
 from reglab.records import read_record, write_record
 from reglab.run_folder import JobBusy, check_writable, clear_previous_attempt, job_lock
+from reglab.stopping import stopping_reason
 from reglab.sweep import (
     in_multirun,
     job_overrides,
@@ -147,10 +156,10 @@ def run_one(
         *(extra_callbacks or []),
     ]
     # Progress: none in a sweep job or search trial (a line per run); one line per epoch off a
-    # terminal (a log file), else Lightning's bar.
+    # terminal (a log file), else Lightning's bar (counting epochs from 1).
     show_progress = bool(cfg.trainer.get("enable_progress_bar", True)) and not one_of_many
-    if show_progress and not sys.stdout.isatty():
-        callbacks.append(EpochLines())
+    if show_progress:
+        callbacks.append(EpochBar() if sys.stdout.isatty() else EpochLines())
     loggers = _instantiate_all(cfg.get("logger"), "logger")
     trainer: L.Trainer = _instantiate(
         cfg.trainer,
@@ -167,7 +176,8 @@ def run_one(
     summary["noisy_input"] = noisy_input_metrics(datamodule)
     if cfg.get("keep_outputs", True):
         _write_outputs(cfg, trainer, summary)
-    # else its outputs are removed as it returns (_removing_what_it_wrote)
+    else:  # its outputs are removed as it returns (_removing_what_it_wrote)
+        _report_unkept(cfg, summary)
     return summary["objective"]
 
 
@@ -208,7 +218,8 @@ def header(cfg: DictConfig, model: RegLabModule, datamodule: Any) -> list[str]:
         ]
     if controls:
         lines.append("reglab: " + ", ".join(controls))
-    lines.append(f"reglab: run folder {cfg.paths.output_dir}")
+    if cfg.get("keep_outputs", True):  # else the folder is gone when the run ends
+        lines.append(f"reglab: run folder {cfg.paths.output_dir}")
     return lines
 
 
@@ -325,10 +336,13 @@ def fit_and_test(
     frozen = history.frozen()
     _raise_if_diverged(frozen.epochs, ("train/loss", cfg.monitor))
     stopper = trainer.early_stopping_callback
+    reason = stopping_reason(stopper, trainer)
     checkpoint = trainer.checkpoint_callback
     fit = {
         "history": frozen,
-        "stopped_epoch": stopper.stopped_epoch if stopper and stopper.stopped_epoch else None,
+        # The last epoch run when early stopping fired, counted from 1 (Lightning's is 0-based).
+        "stopped_epoch": stopper.stopped_epoch + FIRST_EPOCH if reason else None,
+        "stopping_reason": reason,
         "best_checkpoint": checkpoint.best_model_path if checkpoint else "",
     }
     test = trainer.test(
@@ -350,7 +364,7 @@ def _record_interruption(cfg: DictConfig, trainer: L.Trainer) -> None:
     """metrics.json says `interrupted` (a sweep resume reruns the job); raise RunInterrupted."""
     output_dir = Path(cfg.paths.output_dir)
     last = output_dir / "checkpoints" / LAST
-    epoch = trainer.current_epoch
+    epoch = trainer.current_epoch + FIRST_EPOCH  # the epoch in progress
     message = f"interrupted at epoch {epoch}"
     if trainer.is_global_zero:
         checkpoint = str(last) if last.is_file() else None
@@ -437,6 +451,7 @@ def summarize(cfg: DictConfig, fit: dict[str, Any], started: float) -> dict[str,
         "best_epoch": best["epoch"] if best else None,
         f"best_{cfg.monitor}": best.get(cfg.monitor) if best else None,
         "stopped_epoch": fit["stopped_epoch"],
+        "stopping_reason": fit["stopping_reason"],
         "epochs_run": len(history.epochs),
         "wall_time_s": round(time.perf_counter() - started, 3),
         "host": socket.gethostname(),
@@ -478,17 +493,56 @@ def _write_outputs(cfg: DictConfig, trainer: L.Trainer, summary: dict[str, Any])
             # The HPARAMS row: what this run set and its main knobs, beside its final metrics.
             write_hparams(logger, cfg, summary, trainer.global_step)
         logger.finalize("success")
+    _log_stopping(cfg, summary)  # a sweep job's or search trial's: train.log
     if in_multirun():  # one line per job: which, status, objective, time
         objective = summary["objective"]
         value = f"{cfg.optimized_metric}={objective:.4g}, " if objective is not None else ""
         log.info(f"reglab: job {output_dir.name}: ok, {value}{summary['wall_time_s']:.1f}s")
         return
-    log.run_info(  # a search trial's: train.log (Optuna's line per trial is on the console)
+    # A search trial's: train.log (Optuna's line per trial is on the console).
+    log.run_info(_result_line(summary) + f"; outputs in {output_dir}")
+
+
+def _result_line(summary: dict[str, Any]) -> str:
+    """`reglab: 12 epochs in 3.4s, best epoch 7, test/loss=..., test/acc=...` (epochs from 1)."""
+    return (
         f"reglab: {_plural(summary['epochs_run'], 'epoch')} in {summary['wall_time_s']:.1f}s, "
         f"best epoch {summary['best_epoch']}, "
         + ", ".join(f"{k}={v:.4f}" for k, v in summary["test"].items())
         + _noisy_input_text(summary.get("noisy_input") or {})
-        + f"; outputs in {output_dir}"
+    )
+
+
+def _log_stopping(cfg: DictConfig, summary: dict[str, Any]) -> None:
+    """`reglab: early stopping at epoch 15 of 20: val/loss did not improve for 5 epochs; best
+    epoch 10 (val/loss 0.1234)`, when early stopping ended the run."""
+    if not summary.get("stopping_reason"):
+        return
+    limit = cfg.trainer.get("max_epochs")
+    of = f" of {limit}" if isinstance(limit, int) and limit > 0 else ""
+    best = summary[f"best_{cfg.monitor}"]
+    at_best = f" ({cfg.monitor} {best:.4f})" if best is not None else ""
+    log.run_info(
+        f"reglab: early stopping at epoch {summary['stopped_epoch']}{of}: "
+        f"{summary['stopping_reason']}; best epoch {summary['best_epoch']}{at_best}"
+    )
+
+
+def _report_unkept(cfg: DictConfig, summary: dict[str, Any]) -> None:
+    """The last lines of a run that keeps nothing (debug=fdr, keep_outputs=false): its result,
+    and no folder (it is gone)."""
+    _log_stopping(cfg, summary)
+    batches = cfg.trainer.get("fast_dev_run")
+    if not batches:
+        log.run_info(_result_line(summary) + "; nothing kept")
+        return
+    batches = int(batches)  # fast_dev_run: true is one batch
+    every = {**summary["final"], **summary["test"]}
+    losses = [f"{split}/loss" for split in ("train", "val", "test")]
+    shown = ", ".join(f"{name}={every[name]:.4f}" for name in losses if name in every)
+    log.run_info(
+        f"reglab: fast_dev_run ok: {batches} batch{'es' if batches > 1 else ''} of train, val "
+        f"and test ({shown}); nothing kept"
     )
 
 

@@ -7,6 +7,7 @@ from reglab.callbacks.activation_monitor import ActivationMonitor
 from reglab.callbacks.batch_augmentation import BatchAugmentation
 from reglab.callbacks.control import Control
 from reglab.callbacks.dropout_schedule import DropoutSchedule
+from reglab.callbacks.epoch_bar import EpochBar
 from reglab.callbacks.epoch_lines import EpochLines
 from reglab.callbacks.freeze_batchnorm import FreezeBatchNorm
 from reglab.callbacks.history import EpochHistory
@@ -22,6 +23,7 @@ __all__ = [
     "BatchAugmentation",
     "Control",
     "DropoutSchedule",
+    "EpochBar",
     "EpochLines",
     "EpochHistory",
     "EvalModeAudit",

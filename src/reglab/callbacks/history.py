@@ -5,6 +5,10 @@ publishes an epoch's train metrics only after every `on_train_epoch_end` hook, s
 in when the next epoch starts or training ends. A checkpoint written at the end of a training
 epoch (last.ckpt) gets that epoch's train metrics from the module (`epoch_metrics`), so a run
 resumed from it has the same history as the uninterrupted run.
+
+Epochs are numbered from 1 (`epoch 1` is the first), as the console, metrics.json, checkpoint
+names and the report count them; Lightning's own `trainer.current_epoch` and the checkpoint's
+`epoch` key stay 0-based underneath.
 """
 
 from __future__ import annotations
@@ -13,6 +17,13 @@ from typing import Any
 
 import lightning as L
 from typing_extensions import override
+
+FIRST_EPOCH = 1  # the number of the first epoch, wherever a person reads one
+
+
+def epoch_number(trainer: L.Trainer) -> int:
+    """The epoch now running (or just finished), counted from 1."""
+    return trainer.current_epoch + FIRST_EPOCH
 
 
 class EpochHistory(L.Callback):
@@ -39,12 +50,12 @@ class EpochHistory(L.Callback):
     @override
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.sanity_checking:
-            self._merge(trainer, trainer.current_epoch, validation=True)
+            self._merge(trainer, epoch_number(trainer), validation=True)
 
     @override
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # The epoch's train metrics are published after this hook: merged at the next start/end.
-        self._finished_epoch = trainer.current_epoch
+        self._finished_epoch = epoch_number(trainer)
 
     def _merge_finished(self, trainer: L.Trainer) -> None:
         if self._finished_epoch is not None:
@@ -92,8 +103,10 @@ class EpochHistory(L.Callback):
 
     @override
     def state_dict(self) -> dict[str, Any]:
-        return {"epochs": [dict(row) for row in self.epochs]}
+        return {"epochs": [dict(row) for row in self.epochs], "first_epoch": FIRST_EPOCH}
 
     @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.epochs = [dict(row) for row in state_dict["epochs"]]
+        # A checkpoint written before epochs were counted from 1 holds 0-based rows.
+        shift = FIRST_EPOCH - state_dict.get("first_epoch", 0)
+        self.epochs = [{**row, "epoch": row["epoch"] + shift} for row in state_dict["epochs"]]

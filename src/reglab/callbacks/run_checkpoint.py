@@ -13,6 +13,10 @@ epoch-end write when the previous one is more recent, except at the final epoch,
 written. A checkpoint write costs about as much as training a small net for a few batches, so
 writing one every epoch made short runs markedly slower; a kill -9 now loses at most that many
 seconds of training (the resume recomputes them and still equals the uninterrupted run).
+
+A file name may use `{epoch_number}`: the epoch counted from 1, as metrics.json and the console
+count it (`epoch_{epoch_number:03d}` names the 10th epoch's checkpoint epoch_010.ckpt). Lightning's
+`{epoch}` is its 0-based counter, as is the `epoch` key inside the checkpoint.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from typing_extensions import override
 
 from reglab import checks
+from reglab.callbacks.history import FIRST_EPOCH
 
 PATH_KEYS = ("best_model_path", "kth_best_model_path", "last_model_path")
 
@@ -52,6 +57,20 @@ class RunCheckpoint(ModelCheckpoint):
         if recent and not _final_epoch(trainer):
             return
         super().on_train_epoch_end(trainer, pl_module)
+
+    @override
+    def format_checkpoint_name(
+        self,
+        metrics: dict[str, Any],
+        filename: str | None = None,
+        ver: int | None = None,
+        prefix: str | None = None,
+    ) -> str:
+        # Lightning fills `epoch` (0-based) into the metrics it formats; `epoch_number` counts
+        # from 1. A name with neither placeholder is left as it is.
+        if "epoch" in metrics:
+            metrics = {**metrics, "epoch_number": int(metrics["epoch"]) + FIRST_EPOCH}
+        return super().format_checkpoint_name(metrics, filename, ver, prefix)
 
     @override
     def _save_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:

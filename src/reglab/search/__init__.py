@@ -37,6 +37,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from typing_extensions import override
 
 from reglab import checks, log
+from reglab.callbacks.history import epoch_number
 from reglab.config import digest, neutral_config, validate
 from reglab.errors import ConfigError, first_line
 from reglab.records import write_record
@@ -185,10 +186,10 @@ class OptunaPruning(L.Callback):
 
         if trainer.sanity_checking or self.monitor not in trainer.callback_metrics:
             return
-        epoch = trainer.current_epoch
+        epoch = trainer.current_epoch  # Optuna's step: Lightning's 0-based epoch, as before
         self.trial.report(float(trainer.callback_metrics[self.monitor]), step=epoch)
-        if self.trial.should_prune():
-            raise optuna.TrialPruned(f"pruned at epoch {epoch}")
+        if self.trial.should_prune():  # the message counts from 1, as metrics.json does
+            raise optuna.TrialPruned(f"pruned at epoch {epoch_number(trainer)}")
 
 
 class FirstValues:

@@ -20,6 +20,7 @@ from reglab import checks
 from reglab.errors import ConfigError
 from reglab.log import rank_zero_only  # Lightning's, its rank set without importing Lightning
 from reglab.names import strategy_names
+from reglab.targets import escape
 
 # Config groups whose option is one callback that acts on training (an empty option: nothing).
 CONTROL_GROUPS = ("regularization", "dropout", "batchnorm", "augmentation", "early_stopping")
@@ -93,6 +94,10 @@ def check_targets(cfg: DictConfig) -> None:
     if allow_any_target(cfg):
         return
     allowed = target_modules(cfg.get("plugins") or [])
+    # The object a target reaches is checked once torch is imported (every run, evaluation and
+    # search imports it before building anything): resolving imports the target's module, and a
+    # bad value before a run answers without torch (train.py, tests/test_startup.py).
+    resolve = "torch" in sys.modules
     for key, target in targets(cfg):
         if not isinstance(target, str) or not any(
             target == module or target.startswith(f"{module}.") for module in allowed
@@ -101,6 +106,14 @@ def check_targets(cfg: DictConfig) -> None:
                 key,
                 f"{target!r} is outside the modules a config may call ({', '.join(allowed)}); "
                 f"name your module in plugins, or pass +{ALLOW_ANY_TARGET}=true",
+            )
+        escaped = escape(target, allowed) if resolve else None
+        if escaped:  # `reglab.module.torch.save` -> torch.save: through module attributes
+            raise ConfigError(
+                key,
+                f"{target!r} {escaped}; a config may call classes and functions defined in "
+                f"{', '.join(allowed)}; name your module in plugins, or pass "
+                f"+{ALLOW_ANY_TARGET}=true",
             )
 
 

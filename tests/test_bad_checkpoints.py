@@ -10,6 +10,7 @@ from __future__ import annotations
 import collections
 import gzip
 import json
+import os
 import pickle
 import random
 import shutil
@@ -55,6 +56,20 @@ def _pickled(path: Path, data: bytes, real: dict) -> None:
     path.write_bytes(pickle.dumps({"state_dict": real["state_dict"]}))
 
 
+class _RunsACommand:
+    """Unpickled without weights_only, this would run `touch <path>.pwned`."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.path}.pwned",))
+
+
+def _os_system_payload(path: Path, data: bytes, real: dict) -> None:
+    torch.save({**real, "payload": _RunsACommand(path)}, path)
+
+
 def _without(*keys: str) -> Callable[[dict], dict]:
     return lambda real: {k: v for k, v in real.items() if k not in keys}
 
@@ -75,7 +90,9 @@ BAD_FILES = [
     ("ordered-dict", _saved(lambda real: collections.OrderedDict(real["state_dict"])), "bare"),
     ("list", _saved(lambda real: [1, 2, 3]), "holds a list, not a Lightning checkpoint"),
     ("tensor", _saved(lambda real: torch.zeros(3)), "holds a Tensor, not a Lightning checkpoint"),
-    ("nn-module", _saved(lambda real: torch.nn.Linear(2, 2)), "pickles a Python object"),
+    ("nn-module", _saved(lambda real: torch.nn.Linear(2, 2)), "holds Python objects reglab will"),
+    # A payload that would run a command when unpickled (os.system): torch blocks its module.
+    ("os-system-payload", _os_system_payload, "holds Python objects reglab will not unpickle"),
     ("no-version", _saved(_without("pytorch-lightning_version")), "pytorch-lightning_version"),
     (
         "state-dict-not-tensors",
@@ -114,6 +131,15 @@ def test_read_checkpoint_refuses_the_file(tmp_path, run_dir, real, name, write, 
         checkpoint.read_checkpoint(path)
     _assert_one_line(error.value, expected)
     assert str(path) in str(error.value)  # which file
+
+
+def test_a_pickled_payload_is_named_as_python_objects_not_as_damage(tmp_path, run_dir, real):
+    path = _bad_file(tmp_path, run_dir, real, _os_system_payload)
+    with pytest.raises(ConfigError) as error:
+        checkpoint.read_checkpoint(path)
+    _assert_one_line(error.value, "holds Python objects reglab will not unpickle (posix.system)")
+    assert "damaged" not in str(error.value)
+    assert not path.with_name(path.name + ".pwned").exists()  # nothing ran
 
 
 @pytest.mark.parametrize(

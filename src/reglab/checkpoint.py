@@ -145,11 +145,15 @@ def _damage(file: Path, error: Exception) -> str:
         return (
             f"is truncated or damaged (an incomplete torch archive of {file.stat().st_size} bytes)"
         )
-    found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(error))
+    # torch's weights-only unpickler names the global it refused: "Unsupported global: GLOBAL
+    # torch.nn.modules.linear.Linear", or for a blocked module ("trying to load unsupported
+    # GLOBAL posix.system whose module posix is blocked": a payload that would run a command).
+    found = re.search(r"GLOBAL ([\w.]+)", str(error))
     if found:
         return (
-            f"pickles a Python object ({found[1]}), not only tensors and plain values; reglab "
-            "reads checkpoints without running code in them, so it is not a checkpoint reglab wrote"
+            f"holds Python objects reglab will not unpickle ({found[1]}): a weights-only load "
+            "refused them; reglab reads checkpoints without running code in them (tensors and "
+            "plain values only), so it is not a checkpoint reglab wrote"
         )
     if zipped:
         return f"is a damaged torch archive ({type(error).__name__})"

@@ -19,15 +19,24 @@ import pytest
 import yaml
 from hydra import compose, initialize_config_dir
 from matplotlib import image
+from matplotlib.collections import PolyCollection
 from omegaconf import OmegaConf
 from scipy import stats
 
 from conftest import CONF_DIR, compose_config
+from reglab import search
 from reglab.records import write_record
 from reglab.report import ConfigRow, Job
-from reglab.report.cli import build_plots, build_report
+from reglab.report.cli import DEFAULT_TAGS, build_plots, build_report
 from reglab.report.layout import MAX_LEGEND
-from reglab.report.optuna_plots import history_figure, importances_figure, plot_study
+from reglab.report.optuna_plots import (
+    FIXED_CONFIG_ATTR,
+    MIN_IMPORTANCE_TRIALS,
+    history_figure,
+    importances_figure,
+    plot_study,
+    study_metric,
+)
 from reglab.report.plots import bars_figure, curves_figure, row_label, strength_figure
 from reglab.report.table import mean_ci
 
@@ -56,9 +65,12 @@ def write_job(
     status: str = "ok",
     wall_time_s: float = 1.0,
     tags: list[str] | None = None,
+    final: dict[str, float] | None = None,
+    name: str | None = None,
 ) -> Path:
-    """One job folder; `seed=<s>` among `overrides` is the run's seed."""
-    folder = sweep / f"{number}_{','.join(overrides)}"
+    """One job folder (`name`, default `<number>_<overrides>`); `seed=<s>` among `overrides` is
+    the run's seed; `final` the metrics of its last epoch."""
+    folder = sweep / (name or f"{number}_{','.join(overrides)}")
     (folder / ".hydra").mkdir(parents=True)
     (folder / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
     given = dict(o.split("=", 1) for o in overrides)
@@ -69,6 +81,7 @@ def write_job(
         record["tags"] = tags
     if status == "ok":
         record |= {"test": test, "epochs_run": 3, "wall_time_s": wall_time_s}
+        record |= {"final": final} if final else {}
     else:
         record["error"] = "boom"
     write_record(folder, record)
@@ -276,8 +289,9 @@ def test_a_single_run_shows_its_value_without_spread(tmp_path):
     cell = md_row(tmp_path, "regularization=l2").strip("| ").split(" | ")[4]
     assert cell == "0.875; Δ +0.025"
     assert "±" not in cell and "p=" not in cell
-    # Two runs: 0.85 ± 0.6353 (t(0.975, 1) = 12.7), printed to the ±'s one digit.
-    assert "| 0.9 ± 0.6 |" in md_row(tmp_path, "regularization=none")
+    # Two runs: 0.85 ± 0.6353 (t(0.975, 1) = 12.7) would reach an accuracy of 1.49: the interval
+    # clipped to [0, 1] instead, printed to the ±'s one digit.
+    assert "| 0.9 [0.2, 1.0] |" in md_row(tmp_path, "regularization=none")
 
 
 def test_the_report_filters_by_tags_and_names_them(tmp_path):
@@ -465,12 +479,12 @@ def test_plots_of_a_search_fit_their_labels_and_name_at_most_max_legend_curves(t
     assert len(names) == MAX_LEGEND + 1 and names[-1] == "4 others (see report.md)"
     lowest = sorted(rows, key=lambda row: -row.values["test/acc"][0])[:MAX_LEGEND]
     assert names[:-1] == [row_label(row) for row in rows if row in lowest]
-    # Labels are the differing keys cut to their last part, floats to 3 significant digits.
+    # Labels are the differing keys cut to their last part, floats to 4 significant digits.
     first = dict(rows[0].key)
     assert row_label(rows[0]).replace("\n", " ") == (
-        f"dropout={float(first['model.dropout']):.3g}, lr={float(first['optimizer.lr']):.3g}, "
-        f"l1_ratio={float(first['regularization.l1_ratio']):.3g}, method=gradient, "
-        f"strength={float(first['regularization.strength']):.3g}"
+        f"dropout={float(first['model.dropout']):.4g}, lr={float(first['optimizer.lr']):.4g}, "
+        f"l1_ratio={float(first['regularization.l1_ratio']):.4g}, method=gradient, "
+        f"strength={float(first['regularization.strength']):.4g}"
     )
     assert max(len(line) for line in row_label(rows[0]).splitlines()) <= 48
 
@@ -534,3 +548,226 @@ def test_optuna_plots_fit_long_names(tmp_path):
     assert {t.get_text() for t in importances.axes[0].get_yticklabels()} == set(long_names)
     written = {path.name for path in plot_study(tmp_path)}
     assert written == {"report_optuna_history.png", "report_optuna_importances.png"}
+
+
+# --- reports one can show: bounded intervals, bars from zero, curves with spread ---------------
+
+
+def _bounded_rows() -> list[ConfigRow]:
+    """A baseline and two strengths of l1, two runs each; one far apart (0.2 and 0.9)."""
+    shown = ("regularization", "regularization.strength")
+    return [
+        config_row([("regularization", "none")], [0.93, 0.94], shown, is_baseline=True),
+        config_row(
+            [("regularization", "l1"), ("regularization.strength", "1e-4")], [0.8, 0.9], shown
+        ),
+        config_row(
+            [("regularization", "l1"), ("regularization.strength", "1e-2")], [0.2, 0.9], shown
+        ),
+    ]
+
+
+def test_intervals_of_a_bounded_metric_at_n2_are_the_t_interval_clipped_to_its_range():
+    row = _bounded_rows()[1]  # 0.8, 0.9: 0.85 ± t(0.975, 1) · 0.05 = 0.85 ± 0.6353
+    t_low, t_high = stats.t.interval(0.95, 1, loc=0.85, scale=stats.sem([0.8, 0.9]))
+    assert t_low == pytest.approx(0.85 - 12.7062047 * 0.05) and t_high > 1  # by hand, too
+    assert row.interval("test/acc") == pytest.approx((t_low, 1.0))
+    # An unbounded metric keeps scipy's interval; a loss is cut at 0 only.
+    row.values["best/val/loss"] = [0.1, 0.3]
+    assert row.interval("best/val/loss") == pytest.approx((0.0, 0.2 + 12.7062047 * 0.1))
+    row.values["custom"] = [0.8, 0.9]
+    assert row.interval("custom") == pytest.approx((t_low, t_high))
+
+
+def _suptitle(figure) -> str:
+    return figure.get_suptitle()
+
+
+def test_strength_plot_of_n2_accuracies_stays_within_0_1_and_says_n_is_small():
+    figure = strength_figure(_bounded_rows(), "test/acc")
+    drawn_within_the_figure(figure)
+    axes = figure.axes[0]
+    low, high = axes.get_ylim()
+    assert low >= -0.05 and high <= 1.05, (low, high)  # was -1.0 .. 2.2: unclipped t-intervals
+    bars = [c for c in axes.collections if c.get_segments()]
+    ends = np.concatenate([np.asarray(seg)[:, 1] for c in bars for seg in c.get_segments()])
+    assert ends.min() >= 0.0 and ends.max() <= 1.0
+    assert "n = 2" in _suptitle(figure) and "12.7" in _suptitle(figure)
+    # n >= SMALL_N: no warning
+    rows = _bounded_rows()
+    for row in rows:
+        row.values["test/acc"] = [*row.values["test/acc"], 0.85]
+    assert _suptitle(strength_figure(rows, "test/acc")) == ""
+
+
+def test_bar_axes_start_at_zero():
+    figure = bars_figure(_bounded_rows(), "test/acc")
+    drawn_within_the_figure(figure)
+    low, high = figure.axes[0].get_xlim()
+    assert low == 0.0 and 0.9 < high <= 1.05, (low, high)  # the old axis started at ~0.1
+    assert "n = 2" in _suptitle(figure)
+    # A metric below zero (an R² of a bad model): the axis reaches both sides of 0.
+    rows = _bounded_rows()
+    for row in rows:
+        row.values["test/r2"] = [-0.4, -0.2]
+    low, high = bars_figure(rows, "test/r2").axes[0].get_xlim()
+    assert low < -0.2 and high >= 0.0
+
+
+def test_learning_curves_have_a_seed_band_and_the_baseline_on_top():
+    rows = sweep_rows(2)  # three runs each, val/loss = (1 - acc) + 2 / (epoch + 1)
+    figure = curves_figure(rows)
+    drawn_within_the_figure(figure)
+    axes = figure.axes[0]
+    lines = {line.get_label(): line for line in axes.get_lines()}
+    baseline = lines.pop(row_label(rows[0]))
+    assert baseline.get_zorder() > max(line.get_zorder() for line in lines.values())
+    assert baseline.get_linestyle() == "--" and baseline.get_color() == "black"
+    # Epochs as the histories record them (0..3 here), not shifted.
+    assert list(baseline.get_xdata()) == [0, 1, 2, 3]
+    assert axes.get_xlabel() == "epoch"
+    # One band per named configuration, spanning its runs' lowest to highest value (the
+    # baseline's: accuracies 0.90..0.92, epochs 0..3).
+    bands = [c for c in axes.collections if isinstance(c, PolyCollection)]
+    assert len(bands) == len(rows)
+    first = bands[0].get_paths()[0].vertices[:, 1]
+    assert first.min() == pytest.approx(1 - 0.92 + 2 / 4)
+    assert first.max() == pytest.approx(1 - 0.90 + 2 / 1)
+
+
+def _search_folder(folder: Path, pruned: int = 1) -> optuna.Study:
+    """A search folder as `hparams_search` leaves one: study.db (3 complete trials and `pruned`
+    pruned ones, the metric in the study's fixed config) and a `trial_NNNN` folder per trial."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(
+        study_name="penalty_search", storage=f"sqlite:///{folder / 'study.db'}"
+    )
+    study.set_user_attr(FIXED_CONFIG_ATTR, {"optimized_metric": "best/val/loss"})
+    draws = [1.9517224641449486e-06, 0.00017577468595486, 0.0123456789, 3.3e-05, 4.4e-05]
+    for number, strength in enumerate(draws[: 3 + pruned]):
+        trial = study.ask(
+            {"regularization.strength": optuna.distributions.FloatDistribution(1e-6, 0.1, log=True)}
+        )
+        overrides = ["hparams_search=penalty_search", f"regularization.strength={strength!r}"]
+        trial.params  # noqa: B018 - drawn
+        if number >= 3:
+            trial.report(2.0 + number, step=0)
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+            write_job(
+                folder,
+                number,
+                overrides,
+                {},
+                status="pruned",
+                composed=False,
+                name=f"trial_{number:04d}",
+            )
+        else:
+            study.tell(trial, 0.5 - 0.1 * number)
+            test = {"test/acc": 0.9 + 0.01 * number}
+            write_job(folder, number, overrides, test, composed=False, name=f"trial_{number:04d}")
+    return study
+
+
+def test_optuna_history_names_the_metric_ticks_whole_trials_and_shows_pruned_ones(tmp_path):
+    study = _search_folder(tmp_path, pruned=2)
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    figure = history_figure(study, complete, study_metric(study, tmp_path))
+    drawn_within_the_figure(figure, legend_inside=True)
+    axes = figure.axes[0]
+    assert axes.get_ylabel() == "best/val/loss (minimized)"
+    ticks = [t for t in axes.get_xticks() if axes.get_xlim()[0] <= t <= axes.get_xlim()[1]]
+    assert ticks and all(float(t).is_integer() for t in ticks)  # not 0.25, 0.5, ...
+    offsets = {tuple(p) for c in axes.collections for p in c.get_offsets()}
+    assert {(3.0, 5.0), (4.0, 6.0)} <= offsets  # each pruned trial at its last reported value
+    assert "pruned (last value reported)" in [t.get_text() for t in axes.get_legend().get_texts()]
+
+
+def test_importances_from_few_trials_carry_a_warning_in_the_plot_and_report(tmp_path):
+    _search_folder(tmp_path)
+    build_report(tmp_path)
+    report = (tmp_path / "report.md").read_text()
+    assert "Parameter importances from 3 complete trials: unreliable" in report
+    figure = importances_figure({"a": 0.7, "b": 0.3}, complete=3)
+    drawn_within_the_figure(figure)
+    assert "3 complete trials" in _suptitle(figure)
+    assert _suptitle(importances_figure({"a": 0.7, "b": 0.3}, complete=MIN_IMPORTANCE_TRIALS)) == ""
+    assert FIXED_CONFIG_ATTR == search.FIXED_CONFIG_ATTR  # the attribute a search writes
+
+
+def test_search_report_is_titled_with_its_study_and_lists_trials_with_short_labels(tmp_path):
+    _search_folder(tmp_path)
+    build_report(tmp_path, metrics=["test/acc"])
+    report = (tmp_path / "report.md").read_text()
+    assert report.startswith("# Search report: penalty_search (best/val/loss, minimized)\n")
+    assert "| trial | params | status | test/acc |" in report
+    rows = [line for line in report.splitlines() if line.startswith("| 0 |")]
+    assert rows[0].startswith("| 0 | strength=1.952e-06 | ok | 0.9 |"), rows
+    assert (
+        "| 1 | strength=0.0001758 | ok |" in report
+        and "| 3 | strength=3.3e-05 | pruned |" in report
+    )
+    assert read_csv(tmp_path)[f"regularization.strength={1.9517224641449486e-06!r}"]["trial"] == "0"
+
+
+def test_run_cost_is_a_section_of_its_own_not_a_result(tmp_path):
+    write_samples(tmp_path)  # wall_time_s 10 + job number, epochs_run 3
+    build_report(tmp_path)
+    report = (tmp_path / "report.md").read_text()
+    results, cost = report.split("## Run cost")
+    header = next(line for line in results.splitlines() if line.startswith("| config |"))
+    assert "test/acc" in header and "wall_time_s" not in header and "epochs_run" not in header
+    assert "| config | epochs_run | wall_time_s |" in cost
+    assert "| regularization=l2 | 3 | 17 (15–19) |" in cost  # mean (min–max), no ± or p
+    assert "Few runs" not in report  # n = 5, 5 and 3
+
+
+def test_small_n_is_noted_in_report_md(tmp_path):
+    for seed, acc in enumerate([0.8, 0.9]):
+        write_job(tmp_path, seed, ["regularization=none", f"seed={seed}"], {"test/acc": acc})
+    write_job(tmp_path, 2, ["regularization=l2", "seed=0"], {"test/acc": 0.875})
+    build_report(tmp_path, metrics=["test/acc"])
+    note = next(
+        line for line in (tmp_path / "report.md").read_text().splitlines() if "Few runs" in line
+    )
+    assert "`regularization=none` (n = 2), `regularization=l2` (n = 1)" in note
+    assert "n = 1: a single run, no interval" in note
+
+
+def test_penalty_study_tabulates_sparsity_against_accuracy(tmp_path):
+    runs = {  # strength -> per seed (zero fraction, near-zero fraction, test/acc)
+        "1e-4": [(0.10, 0.20, 0.95), (0.14, 0.26, 0.93)],
+        "1e-2": [(0.60, 0.80, 0.81), (0.70, 0.84, 0.79)],
+    }
+    number = 0
+    for strength, seeds in runs.items():
+        for seed, (zero, near, acc) in enumerate(seeds):
+            overrides = ["regularization=l1", f"regularization.strength={strength}", f"seed={seed}"]
+            final = {"reg/zero_fraction": zero, "reg/near_zero_fraction": near}
+            write_job(tmp_path, number, overrides, {"test/acc": acc}, final=final, composed=False)
+            number += 1
+    build_report(tmp_path, metrics=["test/acc"])
+    report = (tmp_path / "report.md").read_text()
+    assert "## Sparsity against accuracy" in report
+
+    def strength_label(strength: str) -> str:
+        return f"regularization.strength={strength}"
+
+    for strength, seeds in runs.items():
+        zero, near, acc = np.mean(seeds, axis=0)
+        table = report.split("## Sparsity against accuracy")[1]
+        (line,) = [
+            row for row in table.splitlines() if row.startswith(f"| {strength_label(strength)} |")
+        ]
+        assert line.endswith(f"| 2 | {100 * zero:.1f} % | {100 * near:.1f} % | {acc:.4g} |"), line
+
+
+def test_default_tags_are_not_reported(tmp_path):
+    for seed in (0, 1):
+        write_job(
+            tmp_path, seed, ["regularization=none", f"seed={seed}"], {"test/acc": 0.8}, tags=["dev"]
+        )
+    build_report(tmp_path, metrics=["test/acc"])
+    assert "Tags" not in (tmp_path / "report.md").read_text()
+    defaults = yaml.safe_load((CONF_DIR / "train.yaml").read_text())["tags"]
+    assert list(DEFAULT_TAGS) == defaults  # the report's idea of the default is the config's

@@ -6,9 +6,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from reglab.report.collect import collect_jobs
-from reglab.report.optuna_plots import plot_study
+from reglab.report.collect import Job, collect_jobs
+from reglab.report.optuna_plots import describe_study, plot_study
 from reglab.report.plots import plot_bars, plot_curves, plot_strength
+from reglab.report.sections import is_search
 from reglab.report.table import ConfigRow, default_metrics, summarize, write_tables
 
 
@@ -20,7 +21,9 @@ def build_report(
 ) -> list[Path]:
     """Write report.md, report.csv and the PNG plots into `sweep_dir`; return their paths.
 
-    With `tags`, only the jobs tagged with all of them are reported.
+    With `tags`, only the jobs tagged with all of them are reported. report.md names the runs'
+    tags unless every run has the default ones. A search folder's report is titled with its
+    study and metric.
     """
     jobs = collect_jobs(sweep_dir, tags)
     if not jobs:
@@ -30,10 +33,26 @@ def build_report(
         )
     metrics = metrics or default_metrics(jobs)
     rows = summarize(jobs, metrics, baseline)
-    seen = sorted({tag for job in jobs for tag in job.tags})
-    written = list(write_tables(rows, metrics, sweep_dir, seen))
+    study = describe_study(sweep_dir)
+    title = study.title if study else "Search report" if is_search(rows) else "Ablation report"
+    notes = study.notes() if study else []
+    written = list(
+        write_tables(rows, metrics, sweep_dir, shown_tags(jobs), title=title, notes=notes)
+    )
     primary = metrics[0] if metrics else "best/val/loss"
     return written + build_plots(rows, sweep_dir, primary) + plot_study(sweep_dir)
+
+
+# conf/train.yaml's `tags` (a test keeps the two equal): on every run nobody tagged, so not news.
+DEFAULT_TAGS = ("dev",)
+
+
+def shown_tags(jobs: list[Job]) -> list[str]:
+    """The runs' tags, for report.md; [] where every run has the default tags (or none)."""
+    untagged = {(), tuple(sorted(DEFAULT_TAGS))}
+    if all(tuple(sorted(job.tags)) in untagged for job in jobs):
+        return []
+    return sorted({tag for job in jobs for tag in job.tags})
 
 
 def build_plots(rows: list[ConfigRow], folder: Path, metric: str) -> list[Path]:

@@ -28,8 +28,10 @@ MAX_LEGEND = 10
 LABEL_WIDTH = 48
 # Characters per title line; a longer name (a study's) is broken, not widened to fit.
 TITLE_WIDTH = 60
-# Values longer than this that read as numbers are shown with 3 significant digits.
+# Values longer than this that read as numbers are shown with SIGNIFICANT digits (as the search's
+# console lines show them).
 SHORT_VALUE = 6
+SIGNIFICANT = 4
 DPI = 120
 OTHERS_COLOR = "0.75"
 
@@ -40,11 +42,11 @@ def new_figure(width: float = 6.0, height: float = 4.0) -> tuple[Figure, Axes]:
 
 
 def short_value(value: str) -> str:
-    """`0.012350696577481468` -> `0.0124`: an Optuna trial's float, not every digit of it."""
+    """`0.012350696577481468` -> `0.01235`: an Optuna trial's float, not every digit of it."""
     if len(value) <= SHORT_VALUE:
         return value
     try:
-        return f"{float(value):.3g}"
+        return f"{float(value):.{SIGNIFICANT}g}"
     except ValueError:
         return value
 
@@ -52,7 +54,7 @@ def short_value(value: str) -> str:
 def short_label(pairs: Iterable[tuple[str, str]]) -> str:
     """`k=v, k=v` with each key cut to its last part where that stays unambiguous, wrapped.
 
-    `regularization.strength=1.9517224641449486e-06` becomes `strength=1.95e-06`; a key whose
+    `regularization.strength=1.9517224641449486e-06` becomes `strength=1.952e-06`; a key whose
     last part another key shares (`dropout` and `model.dropout`) is kept whole.
     """
     pairs = list(pairs)

@@ -1,6 +1,9 @@
 """Report plots (matplotlib, Agg): metric vs strength, configuration bars, val-loss curves.
 
-Error bars are the 95 % confidence interval of the mean, as in report.md. Each plot has a
+Error bars are the 95 % confidence interval of the mean, as in report.md, clipped to the metric's
+range (an accuracy's within [0, 1]); a plot of configurations with fewer than SMALL_N runs says so
+above it. Bar axes start at zero; learning curves show each configuration's spread over its runs
+and draw the baseline on top. Each plot has a
 `*_figure` function that draws it (tested for its layout) and a `plot_*` function that saves it.
 """
 
@@ -11,10 +14,12 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from reglab.config import IMPROVES_UPWARD
+from reglab.report.intervals import bounds, small_n_warning
 from reglab.report.layout import (
     MAX_LEGEND,
     OTHERS_COLOR,
@@ -28,6 +33,7 @@ from reglab.report.layout import (
     widen_for_ticks,
     wrap,
 )
+from reglab.report.sections import is_search
 from reglab.report.table import ConfigRow
 
 STRENGTH = "regularization.strength"
@@ -35,12 +41,58 @@ METHOD = "regularization"
 
 
 def row_label(row: ConfigRow, leave_out: tuple[str, ...] = ()) -> str:
-    """The short, wrapped label of a configuration (its differing overrides)."""
-    return short_label((k, v) for k, v in row.key if k in row.shown and k not in leave_out)
+    """The short, wrapped label of a configuration (its differing overrides); a search's trial
+    starts with its number (`trial 3: dropout=0.3353, ...`), as in report.md."""
+    label = short_label((k, v) for k, v in row.key if k in row.shown and k not in leave_out)
+    return label if row.trial is None else f"trial {row.trial}: {label}"
 
 
-def _halfwidth(row: ConfigRow, metric: str) -> float:
-    return 0.0 if math.isnan(row.ci95(metric)) else row.ci95(metric)
+def _errors(rows: list[ConfigRow], metric: str) -> np.ndarray:
+    """(2, n) below/above each row's mean: its 95 % CI clipped to the metric's range (0 for one run)."""
+    below, above = [], []
+    for row in rows:
+        mean, (low, high) = row.mean(metric), row.interval(metric)
+        below.append(0.0 if math.isnan(low) else mean - low)
+        above.append(0.0 if math.isnan(high) else high - mean)
+    return np.array([below, above])
+
+
+def _spread_note(rows: list[ConfigRow], metric: str) -> str:
+    # What the error bars are; nothing where each configuration is one run (a search's trials).
+    return " (mean ± 95 % CI)" if any(row.n(metric) > 1 for row in rows) else " (one run each)"
+
+
+def warn_small_n(
+    figure: Figure, rows: list[ConfigRow], counts: list[int], curves: bool = False
+) -> str | None:
+    """A red line above the plot where a configuration has fewer than SMALL_N runs; its text.
+
+    Not for a search: one run per trial is how it works (its titles say "one run each").
+    """
+    warning = None if is_search(rows) else small_n_warning(counts)
+    if warning is None:
+        return None
+    if curves:  # the band is the runs' min–max, not a CI
+        n = min(c for c in counts if c > 0)
+        warning = f"n = {n} run{'s' * (n > 1)} per configuration: " + (
+            "no band" if n == 1 else "the band is a narrow sample of the spread"
+        )
+    figure.suptitle(f"⚠ {warning}", color="tab:red", fontsize=8)
+    return warning
+
+
+def _noun(rows: list[ConfigRow]) -> str:
+    return "trial" if is_search(rows) else "configuration"
+
+
+def clamp_to_range(axes: Axes, metric: str, axis: str = "y") -> None:
+    """Keep a bounded metric's axis within its range (and a little margin for the markers)."""
+    floor, ceiling = bounds(metric)
+    low, high = axes.get_ylim() if axis == "y" else axes.get_xlim()
+    pad = 0.02 * (ceiling - floor) if math.isfinite(ceiling - floor) else 0.0
+    low = max(low, floor - pad) if math.isfinite(floor) else low
+    high = min(high, ceiling + pad) if math.isfinite(ceiling) else high
+    (axes.set_ylim if axis == "y" else axes.set_xlim)(low, high)
 
 
 def strength_figure(rows: list[ConfigRow], metric: str) -> Figure | None:
@@ -48,74 +100,109 @@ def strength_figure(rows: list[ConfigRow], metric: str) -> Figure | None:
 
     Where no setting has two strengths (an Optuna study: every trial its own configuration)
     there is nothing to connect: the configurations are one scatter. None if no strengths.
+    Error bars are 95 % CIs clipped to the metric's range; the baseline is a dashed line in its
+    CI band.
     """
-    lines: dict[str, list[tuple[float, float, float]]] = defaultdict(list)
+    lines: dict[str, list[ConfigRow]] = defaultdict(list)
     for row in rows:
-        key = dict(row.key)
-        if STRENGTH in key and row.n(metric):
-            label = row_label(row, leave_out=(STRENGTH,))
-            point = (float(key[STRENGTH]), row.mean(metric), _halfwidth(row, metric))
-            lines[label].append(point)
+        if STRENGTH in dict(row.key) and row.n(metric):
+            lines[row_label(row, leave_out=(STRENGTH,))].append(row)
     if not lines:
         return None
+
+    def strength(row: ConfigRow) -> float:
+        return float(dict(row.key)[STRENGTH])
+
     figure, axes = new_figure()
     others = 0
     if max(len(points) for points in lines.values()) < 2:
-        x, y, err = (np.array(v) for v in zip(*sum(lines.values(), []), strict=True))
-        axes.errorbar(x, y, yerr=err, fmt="o", capsize=3, label="configurations")
+        points = sorted(sum(lines.values(), []), key=strength)
+        x, y = [strength(r) for r in points], [r.mean(metric) for r in points]
+        axes.errorbar(
+            x, y, yerr=_errors(points, metric), fmt="o", capsize=3, label="configurations"
+        )
     else:
         # The settings with the most strengths get a colour and a name; the rest are grey.
         order = sorted(lines, key=lambda label: (-len(lines[label]), label))
         names = label_at_most(order, range(MAX_LEGEND))
         for label, name in zip(order, names, strict=True):
-            x, y, err = (np.array(v) for v in zip(*sorted(lines[label]), strict=True))
+            points = sorted(lines[label], key=strength)
+            x, y = [strength(r) for r in points], [r.mean(metric) for r in points]
             style = {"label": name} if name else {"color": OTHERS_COLOR, "zorder": 1}
-            axes.errorbar(x, y, yerr=err, marker="o", capsize=3, **style)
+            axes.errorbar(x, y, yerr=_errors(points, metric), marker="o", capsize=3, **style)
         others = names.count(None)
     baseline = next((r for r in rows if dict(r.key).get(METHOD) == "none" and r.n(metric)), None)
     if baseline is not None:
         axes.axhline(
-            baseline.mean(metric), color="grey", linestyle="--", label="regularization=none"
+            baseline.mean(metric),
+            color="black",
+            linestyle="--",
+            label="regularization=none",
+            zorder=5,
         )
+        low, high = baseline.interval(metric)
+        if not math.isnan(low) and high > low:
+            axes.axhspan(low, high, color="black", alpha=0.08, zorder=0, linewidth=0)
     axes.set_xscale("log")
     axes.set_xlabel(STRENGTH)
     axes.set_ylabel(metric)
-    axes.set_title(wrap(f"{metric} vs strength (mean ± 95 % CI)", TITLE_WIDTH, True))
+    clamp_to_range(axes, metric)
+    axes.set_title(wrap(f"{metric} vs strength{_spread_note(rows, metric)}", TITLE_WIDTH, True))
+    warn_small_n(figure, rows, [row.n(metric) for row in rows if row.n(metric)])
     legend_beside(figure, axes, others=others)
     return fit_contents(figure)
 
 
 def bars_figure(rows: list[ConfigRow], metric: str) -> Figure | None:
-    """One horizontal bar per configuration, top to bottom in report order: mean ± 95 % CI."""
+    """One horizontal bar per configuration, top to bottom in report order: mean ± 95 % CI.
+
+    Bars start at zero (the axis includes 0): a cut axis would make small differences look large.
+    """
     rows = [row for row in rows if row.n(metric)]
     if not rows:
         return None
     labels = [row_label(row) for row in rows]
     lines = sum(label.count("\n") + 1 for label in labels)
     figure, axes = new_figure(4.0, max(2.5, 0.16 * lines + 0.3 * len(rows) + 1.0))
-    means = [row.mean(metric) for row in rows]
-    errors = [_halfwidth(row, metric) for row in rows]
+    means = np.array([row.mean(metric) for row in rows])
+    errors = _errors(rows, metric)
     colors = ["grey" if row.is_baseline else "tab:blue" for row in rows]
-    axes.barh(range(len(rows)), means, xerr=errors, capsize=3, color=colors)
+    axes.barh(range(len(rows)), means, color=colors)
+    spread = [i for i, row in enumerate(rows) if row.n(metric) > 1]  # a single run has no bar
+    if spread:
+        axes.errorbar(
+            means[spread], spread, xerr=errors[:, spread], fmt="none", ecolor="black", capsize=3
+        )
     axes.set_yticks(range(len(rows)), labels, fontsize=7)
     axes.set_ylim(len(rows) - 0.5, -0.5)  # the first row (the baseline) on top, as in report.md
     axes.set_xlabel(metric)
-    low = min(m - e for m, e in zip(means, errors, strict=True))
-    high = max(m + e for m, e in zip(means, errors, strict=True))
-    margin = 0.1 * (high - low + 1e-9)
-    axes.set_xlim(low - margin, high + margin)
-    axes.set_title(wrap(f"{metric} per configuration (mean ± 95 % CI)", TITLE_WIDTH, True))
+    low, high = (
+        min(0.0, float(np.min(means - errors[0]))),
+        max(0.0, float(np.max(means + errors[1]))),
+    )
+    margin = 0.05 * (high - low + 1e-9)
+    axes.set_xlim(low - margin if low < 0 else 0.0, high + margin if high > 0 else 0.0)
+    clamp_to_range(axes, metric, axis="x")
+    axes.set_title(
+        wrap(f"{metric} per {_noun(rows)}{_spread_note(rows, metric)}", TITLE_WIDTH, True)
+    )
+    warn_small_n(figure, rows, [row.n(metric) for row in rows])
     widen_for_ticks(figure, axes)
     return fit_contents(figure)
 
 
-def curves_figure(rows: list[ConfigRow], metric: str = "val/loss") -> Figure | None:
-    """Mean per-epoch curve of `metric` per configuration, from the runs' histories.
+# The baseline's curve: on top of the others, black and dashed.
+BASELINE_STYLE = {"color": "black", "linestyle": "--", "linewidth": 1.8, "zorder": 10}
 
-    The baseline and the configurations ending best are named (MAX_LEGEND in all); the others
-    are grey.
+
+def curves_figure(rows: list[ConfigRow], metric: str = "val/loss") -> Figure | None:
+    """Per-epoch curve of `metric` per configuration: the mean over its runs, in a band from
+    their lowest to their highest value, epochs as the runs' histories record them.
+
+    The baseline (black, dashed) is drawn on top. It and the configurations ending best are
+    named (MAX_LEGEND in all); the others are grey lines without a band.
     """
-    curves: list[tuple[ConfigRow, list[int], list[float]]] = []
+    curves: list[tuple[ConfigRow, list[int], np.ndarray]] = []  # per epoch: mean, min, max
     for row in rows:
         per_epoch: dict[int, list[float]] = defaultdict(list)
         for job in row.jobs:
@@ -124,25 +211,36 @@ def curves_figure(rows: list[ConfigRow], metric: str = "val/loss") -> Figure | N
                     per_epoch[int(entry["epoch"])].append(entry[metric])
         if per_epoch:
             epochs = sorted(per_epoch)
-            curves.append((row, epochs, [float(np.mean(per_epoch[e])) for e in epochs]))
+            stats = [(np.mean(per_epoch[e]), min(per_epoch[e]), max(per_epoch[e])) for e in epochs]
+            curves.append((row, epochs, np.array(stats, dtype=float).T))
     if not curves:
         return None
     upward = metric.rsplit("/", 1)[-1] in IMPROVES_UPWARD
 
     def rank(i: int) -> tuple[bool, float]:  # the baseline first, then the best final values
         row, _, values = curves[i]
-        return (not row.is_baseline, -values[-1] if upward else values[-1])
+        return (not row.is_baseline, -values[0][-1] if upward else values[0][-1])
 
     ranked = sorted(range(len(curves)), key=rank)
     names = label_at_most([row_label(row) for row, _, _ in curves], ranked[:MAX_LEGEND])
     figure, axes = new_figure()
-    for (_, epochs, values), name in zip(curves, names, strict=True):
-        style = {"label": name} if name else {"color": OTHERS_COLOR, "linewidth": 0.8, "zorder": 1}
-        axes.plot(epochs, values, **style)
+    for (row, epochs, (mean, low, high)), name in zip(curves, names, strict=True):
+        if name is None:
+            axes.plot(epochs, mean, color=OTHERS_COLOR, linewidth=0.8, zorder=1)
+            continue
+        style = BASELINE_STYLE if row.is_baseline else {"zorder": 3}
+        (line,) = axes.plot(epochs, mean, label=name, **style)
+        if np.any(high > low):  # two runs or more
+            band = line.get_zorder() - 1
+            axes.fill_between(epochs, low, high, color=line.get_color(), alpha=0.15, zorder=band)
     axes.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs, not 0.5 of one
     axes.set_xlabel("epoch")
-    axes.set_ylabel(f"mean {metric}")
-    axes.set_title(wrap(f"mean {metric} per configuration", TITLE_WIDTH, True))
+    axes.set_ylabel(metric)
+    axes.set_title(
+        wrap(f"{metric} per {_noun(rows)}: mean over runs, band min–max", TITLE_WIDTH, True)
+    )
+    counts = [sum(bool(job.history) for job in row.jobs) for row, _, _ in curves]
+    warn_small_n(figure, [row for row, _, _ in curves], counts, curves=True)
     legend_beside(figure, axes, others=names.count(None))
     return fit_contents(figure)
 

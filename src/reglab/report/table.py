@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import csv
 import math
+import re
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
@@ -21,6 +23,15 @@ import numpy as np
 from scipy import stats
 
 from reglab.report.collect import Job
+from reglab.report.intervals import is_clipped, mean_interval
+from reglab.report.sections import (
+    UNTESTED,
+    cost_table,
+    is_search,
+    results_table,
+    small_n_note,
+    sparsity_table,
+)
 
 
 @dataclass
@@ -66,6 +77,22 @@ class ConfigRow:
             else math.nan
         )
 
+    def interval(self, metric: str) -> tuple[float, float]:
+        """The 95 % CI of the mean clipped to the metric's range (an accuracy's within [0, 1])."""
+        return mean_interval(self.values.get(metric, []), metric)
+
+    @property
+    def trial(self) -> int | None:
+        """The Optuna trial number of its run (a search's `trial_NNNN` folder), else None."""
+        numbers = [n for n in (trial_number(job.folder) for job in self.jobs) if n is not None]
+        return min(numbers) if numbers else None
+
+
+def trial_number(folder: Path) -> int | None:
+    """42 for a search's trial folder `trial_0042`; None for any other folder."""
+    match = re.fullmatch(r"trial_([0-9]+)", folder.name)
+    return int(match.group(1)) if match else None
+
 
 def default_metrics(jobs: list[Job]) -> list[str]:
     """Test accuracy or R², best val loss, epochs, wall time, and sparsity where logged."""
@@ -83,8 +110,6 @@ def default_metrics(jobs: list[Job]) -> list[str]:
 
 # Group options that switch their control off: the default baseline of an ablation.
 OFF_OPTIONS = ("none", "zero")
-# Run bookkeeping, not a result: tabulated, but not tested against the baseline.
-UNTESTED = ("epochs_run", "wall_time_s", "best_epoch")
 
 
 def merge_duplicates(jobs: list[Job]) -> tuple[list[Job], list[Job]]:
@@ -112,7 +137,8 @@ def _value_order(value: str | None) -> tuple[int, float, str]:
 
 def _row_order(row: ConfigRow) -> tuple:
     values = dict(row.key)
-    return (not row.is_baseline, *(_value_order(values.get(k)) for k in row.shown))
+    trial = math.inf if row.trial is None else row.trial  # a search: trial order
+    return (not row.is_baseline, trial, *(_value_order(values.get(k)) for k in row.shown))
 
 
 def summarize(jobs: list[Job], metrics: list[str], baseline: str | None = None) -> list[ConfigRow]:
@@ -240,6 +266,12 @@ def _cell(row: ConfigRow, metric: str) -> str:
         return ""
     halfwidth = row.ci95(metric)  # nan for a single run: its value alone
     cell, place = mean_ci(row.mean(metric), halfwidth), ci_place(halfwidth)
+    if is_clipped(row.values[metric], metric) and place is not None and place >= FINEST_PLACE:
+        # mean ± h would claim values the metric cannot take (an accuracy of 1.3): the interval
+        # clipped to its range instead, at the same decimal place.
+        low, high = row.interval(metric)
+        mean = at_place(row.mean(metric), place)
+        cell = f"{mean} [{at_place(low, place)}, {at_place(high, place)}]"
     if metric in row.delta:
         # Δ is as uncertain as this row's mean at least (the baseline's spread adds to it): the
         # row's decimal place never shows more than the data support.
@@ -264,19 +296,34 @@ def _merged_note(rows: list[ConfigRow]) -> str:
 
 
 def write_tables(
-    rows: list[ConfigRow], metrics: list[str], folder: Path, tags: list[str] | None = None
+    rows: list[ConfigRow],
+    metrics: list[str],
+    folder: Path,
+    tags: list[str] | None = None,
+    *,
+    title: str = "Ablation report",
+    notes: Sequence[str] = (),
 ) -> tuple[Path, Path]:
-    """report.csv (one column per statistic, every digit) and report.md (mean ± 95 % CI, Δ, p)."""
+    """report.csv (one column per statistic, every digit) and report.md (mean ± 95 % CI, Δ, p;
+    sparsity against accuracy; run cost).
+
+    `tags` are named in report.md; `notes` (say, on an Optuna study's plots) follow the tables.
+    A search's rows carry their trial number (a `trial` column in both files).
+    """
     csv_path, md_path = folder / "report.csv", folder / "report.md"
+    search = is_search(rows)
     with csv_path.open("w", newline="") as f:
         writer = csv.writer(f)
-        header = ["config", "n_ok", "n_failed", "n_pruned", "n_duplicates"]
+        header = ["config", *(["trial"] if search else []), "n_ok", "n_failed", "n_pruned"]
+        header.append("n_duplicates")
         for m in metrics:
             header += [f"{m} n", f"{m} mean", f"{m} std", f"{m} ci95", f"{m} delta", f"{m} p"]
+            header += [f"{m} ci low", f"{m} ci high"]
         writer.writerow(header)
         for row in rows:
             ok = len(row.jobs) - row.failed - row.pruned
-            line = [row.label, ok, row.failed, row.pruned, len(row.duplicates)]
+            line = [row.label, *([row.trial] if search else [])]
+            line += [ok, row.failed, row.pruned, len(row.duplicates)]
             for m in metrics:
                 line += [
                     row.n(m),
@@ -285,33 +332,34 @@ def write_tables(
                     _exact(row.ci95(m)),
                     _exact(row.delta.get(m, math.nan)),
                     _exact(row.p_value.get(m, math.nan)),
+                    *(_exact(bound) for bound in row.interval(m)),
                 ]
             writer.writerow(line)
-    lines = [
-        "| config | ok | failed | pruned | " + " | ".join(metrics) + " |",
-        "|" + " --- |" * (4 + len(metrics)),
-    ]
-    for row in rows:
-        cells = [_cell(row, m) for m in metrics]
-        ok = len(row.jobs) - row.failed - row.pruned
-        lines.append(
-            f"| {row.label} | {ok} | {row.failed} | {row.pruned} | " + " | ".join(cells) + " |"
-        )
     base = next((row for row in rows if row.is_baseline), None)
-    against = (
-        f"Δ and Welch p against the baseline `{base.label}`"
-        if base
-        else "no baseline in this sweep (name one with --baseline key=value)"
-    )
+    if search:
+        against = "one run per trial, in trial order; parameters to 4 significant digits"
+    elif base:
+        against = f"Δ and Welch p against the baseline `{base.label}`"
+    else:
+        against = "no baseline in this sweep (name one with --baseline key=value)"
+    sections = [
+        results_table(rows, metrics, _cell),
+        [small_n_note(rows, metrics)],
+        sparsity_table(rows),
+        cost_table(rows, metrics),
+        list(notes),
+    ]
     md_path.write_text(
-        "# Ablation report\n\n"
+        f"# {title}\n\n"
         "mean ± 95 % CI half-width (Student t), rounded to the ±'s first significant digit "
-        "(two when it is a 1); a single run's value alone; every digit and the std in "
-        f"report.csv; {against}."
+        "(two when it is a 1); where that interval passes the metric's range (an accuracy "
+        "outside [0, 1]), mean [low, high] of the interval clipped to it; a single run's value "
+        "alone; every digit, the std and the clipped CI in report.csv; "
+        f"{against}."
         + _merged_note(rows)
         + (f" Tags of these runs: {', '.join(tags)}." if tags else "")
         + "\n\n"
-        + "\n".join(lines)
+        + "\n\n".join("\n".join(lines) for lines in sections if any(lines))
         + "\n"
     )
     return csv_path, md_path

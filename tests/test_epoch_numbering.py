@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from conftest import compose_config, read_metrics
-from reglab.callbacks import EpochBar, EpochHistory
+from reglab.callbacks import EpochHistory, RichEpochBar, TqdmEpochBar, epoch_bar
 from reglab.callbacks.epoch_bar import description
 from reglab.report.collect import collect_jobs
 from reglab.report.plots import curves_figure
@@ -133,24 +133,37 @@ def test_the_progress_bar_calls_the_first_epoch_epoch_1():
     assert description(_Trainer(4, -1)) == "Epoch 5"
 
 
-def test_the_progress_bar_shows_epoch_1_of_2_first():
-    # A real fit with the bar: what it reads while each epoch's batches run.
+def _train_bar_text(bar) -> str:
+    if isinstance(bar, RichEpochBar):
+        return bar.progress.tasks[bar.train_progress_bar_id].description.strip()
+    return bar.train_progress_bar.desc.rstrip(": ")
+
+
+@pytest.mark.parametrize("bar", [RichEpochBar, TqdmEpochBar])
+def test_the_progress_bar_shows_epoch_1_of_2_first(bar):
+    # A real fit with the bar: what it reads while each epoch's batches run. Lightning's own
+    # bars read "Epoch 0" (tqdm) and "Epoch 0/1" (rich, its default where rich is installed).
     from lightning.pytorch.demos.boring_classes import BoringModel
 
     shown = []
 
     class Watch(L.Callback):
         def on_train_batch_end(self, trainer, *_):
-            shown.append(trainer.progress_bar_callback.train_progress_bar.desc.rstrip(": "))
+            shown.append(_train_bar_text(trainer.progress_bar_callback))
 
     trainer = L.Trainer(
         max_epochs=2,
         limit_train_batches=2,
         limit_val_batches=1,
-        callbacks=[EpochBar(), Watch()],
+        callbacks=[bar(), Watch()],
         logger=False,
         enable_checkpointing=False,
         enable_model_summary=False,
     )
     trainer.fit(BoringModel())
     assert shown == ["Epoch 1/2"] * 2 + ["Epoch 2/2"] * 2
+
+
+def test_a_run_on_a_terminal_gets_the_bar_lightning_would_use():
+    # rich is a reglab dependency: Lightning's default bar is its rich one.
+    assert type(epoch_bar()) is RichEpochBar

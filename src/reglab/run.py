@@ -26,11 +26,11 @@ import reglab
 from reglab import checks, lightning_speedups, log
 from reglab.callbacks import (
     Control,
-    EpochBar,
     EpochHistory,
     EpochLines,
     RandomState,
     WeightPenalty,
+    epoch_bar,
 )
 from reglab.callbacks.history import FIRST_EPOCH
 from reglab.checkpoint import LAST, check_matches, check_resumable, read_checkpoint, resolve
@@ -159,7 +159,7 @@ def run_one(
     # terminal (a log file), else Lightning's bar (counting epochs from 1).
     show_progress = bool(cfg.trainer.get("enable_progress_bar", True)) and not one_of_many
     if show_progress:
-        callbacks.append(EpochBar() if sys.stdout.isatty() else EpochLines())
+        callbacks.append(epoch_bar() if sys.stdout.isatty() else EpochLines())
     loggers = _instantiate_all(cfg.get("logger"), "logger")
     trainer: L.Trainer = _instantiate(
         cfg.trainer,

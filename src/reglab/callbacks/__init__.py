@@ -7,7 +7,7 @@ from reglab.callbacks.activation_monitor import ActivationMonitor
 from reglab.callbacks.batch_augmentation import BatchAugmentation
 from reglab.callbacks.control import Control
 from reglab.callbacks.dropout_schedule import DropoutSchedule
-from reglab.callbacks.epoch_bar import EpochBar
+from reglab.callbacks.epoch_bar import RichEpochBar, TqdmEpochBar, epoch_bar
 from reglab.callbacks.epoch_lines import EpochLines
 from reglab.callbacks.freeze_batchnorm import FreezeBatchNorm
 from reglab.callbacks.history import EpochHistory
@@ -23,7 +23,6 @@ __all__ = [
     "BatchAugmentation",
     "Control",
     "DropoutSchedule",
-    "EpochBar",
     "EpochLines",
     "EpochHistory",
     "EvalModeAudit",
@@ -31,6 +30,9 @@ __all__ = [
     "MCDropout",
     "ModelSummaryFile",
     "RandomState",
+    "RichEpochBar",
     "RunCheckpoint",
+    "TqdmEpochBar",
     "WeightPenalty",
+    "epoch_bar",
 ]

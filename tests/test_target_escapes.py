@@ -1,7 +1,8 @@
 """A `_target_` whose text starts with an allowed module but reaches another module's object
 through module attributes (issue 19: `reglab.module.torch.save` wrote a file outside outputs/,
 `reglab.sweep.os.system` passed the check): refused with one line naming the key, exit 2,
-before anything runs, on the command line and in a config file alike."""
+before anything runs, on the command line and in a config file alike. And a config file with a
+YAML tag that builds a Python object (`!!python/object/apply:os.system`) is refused in one line."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SMALL_RUN, option_folder, run_train_in_process, run_train_py
+from conftest import ROOT, SMALL_RUN, option_folder, run_train_in_process, run_train_py
 from reglab.config import check_targets
 from reglab.errors import ConfigError
 from reglab.run import run_one
@@ -113,3 +114,44 @@ def test_train_py_subprocess_refuses_torch_save_through_reglab_module(tmp_path):
     (line,) = result.stderr.strip().splitlines()
     assert line.startswith(f"reglab: error: {KEY}: 'reglab.module.torch.save' reaches a function")
     assert not target.exists()
+
+
+# A YAML tag that builds a Python object, in a config file a user adds: one line naming the file
+# (it gave a raw ConstructorError traceback from Hydra's loader).
+PAYLOAD = 'shell: !!python/object/apply:os.system ["touch {path}"]\n'
+
+
+def _tagged_folder(tmp_path: Path) -> tuple[Path, Path]:
+    marker = tmp_path / "pwned"
+    folder = tmp_path / "conf"
+    (folder / "callbacks").mkdir(parents=True)
+    (folder / "callbacks" / "evil.yaml").write_text(PAYLOAD.format(path=marker))
+    return folder, marker
+
+
+@pytest.mark.parametrize("how", ["--config-dir", "hydra.searchpath"])
+def test_a_python_tag_in_a_users_config_file_is_refused_in_one_line(tmp_path, capsys, how):
+    from reglab.cli import exit_on_bad_command_line
+
+    folder, marker = _tagged_folder(tmp_path)
+    given = (
+        [f"--config-dir={folder}"]
+        if how == "--config-dir"
+        else [f"hydra.searchpath=[file://{folder}]"]
+    )
+    with pytest.raises(SystemExit) as exit_:
+        exit_on_bad_command_line(ROOT / "conf", [*given, "callbacks=evil"])
+    assert exit_.value.code == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(f"reglab: error: {folder / 'callbacks' / 'evil.yaml'}: line 1: ")
+    assert "Python tags (!!python/object/apply:os.system) are not allowed" in line
+    assert not marker.exists()
+
+
+def test_train_py_refuses_a_python_tag_in_a_config_file(tmp_path):
+    folder, marker = _tagged_folder(tmp_path)
+    result = run_train_py(["--config-dir", str(folder), "callbacks=evil"], tmp_path)
+    assert result.returncode == 2, result.stderr[-2000:]
+    (line,) = result.stderr.strip().splitlines()
+    assert "evil.yaml: line 1: Python tags" in line and "Traceback" not in result.stderr
+    assert not marker.exists()

@@ -22,6 +22,7 @@ from omegaconf import OmegaConf
 
 from reglab import checks
 from reglab.errors import ConfigError
+from reglab.yaml_tags import tag_problems
 
 # `group=option`, `+group=option`, `group=a,b` (multirun); not `group.key=value` nor `hydra/...`.
 _GROUP_OVERRIDE = re.compile(r"^\+{0,2}(?P<group>[A-Za-z_][\w/]*)=(?P<value>[^()\[\]{}]*)$")
@@ -266,6 +267,7 @@ def exit_on_bad_command_line(conf_dir: Path, argv: Sequence[str] | None = None) 
         + unknown_group_options(argv, conf_dir)
         + unknown_keys(argv, conf_dir)
         + bad_task_names(argv)
+        + tag_problems(config_dirs(argv, conf_dir))  # !!python/... in a config file
     )
     if not problems:  # a typo must not create folders
         problems = unwritable_output_folder(argv)

@@ -4,7 +4,8 @@
   both run a job (the second skips it).
 - `clear_previous_attempt`: a run into a folder that holds an earlier attempt removes that
   attempt's metrics.json, checkpoints and event files first, so a failure of this run cannot
-  leave an old `ok` beside the new overrides (a resume from the folder keeps its checkpoints).
+  leave an old `ok` beside the new overrides (a resume from the folder keeps its checkpoints
+  and its csv/ log, which the resumed run continues).
 - `check_writable`: the folder and its checkpoints/ can be written and the disk has room for
   the checkpoints, or the run stops before training with one line naming `paths.output_dir`.
 """
@@ -26,6 +27,8 @@ from reglab.records import RECORD
 LOCK_FILE = ".reglab.lock"
 OUTPUT_KEY = "paths.output_dir"
 LEFTOVERS = ("checkpoints", "tensorboard", "csv", RECORD)
+# Logs a run resumed into its own folder continues (reglab.csv_logger keeps the earlier epochs).
+CONTINUED_LOGS = ("csv",)
 # Checkpoints kept at once: the best and the last one, plus the one being written.
 CHECKPOINT_COPIES = 3
 SPARE_BYTES = 16 * 2**20  # event files, logs, metrics.json
@@ -54,9 +57,12 @@ def job_lock(output_dir: Path) -> Iterator[None]:
 def clear_previous_attempt(output_dir: Path, resume_from: str | None) -> None:
     """Remove what an earlier attempt left in `output_dir` (not the checkpoint resumed from)."""
     keep = Path(resume_from).resolve() if resume_from else None
+    resuming_here = keep is not None and keep.is_relative_to(output_dir.resolve())
     for name in LEFTOVERS:
         path = output_dir / name
         if keep is not None and keep.is_relative_to(path.resolve()):
+            continue
+        if resuming_here and name in CONTINUED_LOGS:  # the resumed run continues them
             continue
         if path.is_dir():
             shutil.rmtree(path, ignore_errors=True)

@@ -10,7 +10,11 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from reglab.cli import exit_on_bad_command_line, list_help_groups_from_one_repository
+from reglab.cli import (
+    exit_on_bad_command_line,
+    list_help_groups_from_one_repository,
+    one_line_composition_errors,
+)
 from reglab.errors import find_config_error
 from reglab.sweep import register_resolvers
 
@@ -37,7 +41,8 @@ def run() -> None:
     exit_on_bad_command_line(CONF_DIR)
     list_help_groups_from_one_repository()
     register_resolvers()
-    main()
+    with one_line_composition_errors():  # a misspelled key: one line, not Hydra's error
+        main()
 
 
 if __name__ == "__main__":

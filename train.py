@@ -12,7 +12,11 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
-from reglab.cli import exit_on_bad_command_line, list_help_groups_from_one_repository
+from reglab.cli import (
+    exit_on_bad_command_line,
+    list_help_groups_from_one_repository,
+    one_line_composition_errors,
+)
 from reglab.errors import ConfigError, RunInterrupted, TrainingDiverged, find_config_error
 from reglab.plugins import import_plugins
 from reglab.sweep import in_multirun, register_resolvers
@@ -95,7 +99,8 @@ def run() -> None:
     exit_on_bad_command_line(CONF_DIR)
     list_help_groups_from_one_repository()
     register_resolvers()
-    main()
+    with one_line_composition_errors():  # a misspelled key: one line, not Hydra's error
+        main()
 
 
 if __name__ == "__main__":

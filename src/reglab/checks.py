@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import inspect
 import math
 import re
@@ -86,6 +87,23 @@ def choice(key: str, value: Any, valid: Sequence[str]) -> str:
     return value
 
 
+def closest(name: str, candidates: Any, parent: str = "") -> str:
+    """`; did you mean <parent>.<closest>?` for a candidate close to `name` (difflib's ratio >=
+    0.6), else `; valid: <every candidate>` (or that `parent` is empty).
+
+    For a message about a misspelled key: `trainer.max_epoch: no such key; did you mean
+    trainer.max_epochs?`.
+    """
+    names = sorted(map(str, candidates))
+    close = difflib.get_close_matches(str(name), names, n=1)
+    prefix = f"{parent}." if parent else ""
+    if close:
+        return f"; did you mean {prefix}{close[0]}?"
+    if names:
+        return f"; valid: {', '.join(names)}"
+    return f"; {parent} is empty in this option: choose one that sets it ({parent}=<option>)"
+
+
 def mapping(key: str, value: Any) -> dict:
     """A mapping (or null, read as empty)."""
     if value is None:
@@ -117,13 +135,15 @@ def signature_names(function: Callable) -> list[str]:
 _FOLDER_NAME = re.compile(r"[\w.-]+")
 
 
-def folder_name(key: str, value: Any) -> str:
-    """A plain folder-name piece (letters, digits, `-`, `_`, `.`; not `.` or `..`): no path escapes."""
+def folder_name(key: str, value: Any, names: str = "the run folder under outputs/") -> str:
+    """A plain folder-name piece (letters, digits, `-`, `_`, `.`; not `.` or `..`): no path escapes.
+
+    `names`: what the folder is, for the message."""
     text = str(value) if isinstance(value, (str, int)) and not isinstance(value, bool) else None
     if text is None or not _FOLDER_NAME.fullmatch(text) or text in (".", ".."):
         raise ConfigError(
             key,
             f"must be a plain folder name (letters, digits, '-', '_', '.'), got {value!r}: "
-            "it names the run folder under outputs/",
+            f"it names {names}",
         )
     return text

@@ -1,9 +1,29 @@
-"""Command-line checks that run before Hydra: an unknown group option or key, a renamed key, or a
-`task_name` that would put the run folder outside `outputs/` gets one line.
+"""Command-line checks that run before Hydra: an unknown group option or key, a renamed key, a
+`task_name` that would put the run folder outside `outputs/`, or a value Hydra's override syntax
+cannot read (an unquoted `~`) gets one line.
 
 Group options are looked up in `conf/` and in every folder the command line adds to Hydra's
 search path (`hydra.searchpath=[file:///my/conf]`, `--config-dir`), so options a user keeps in
 their own config folder are accepted as Hydra accepts them.
+
+Keys added with `+` (Hydra adds them to the config whether or not anything reads them), by
+where they go:
+- a new top-level key or group: refused unless a primary config or group folder has it, or it
+  is one of APPENDABLE_KEYS;
+- a key of a group in CLOSED_GROUPS (`+regularization.strenght=...`): refused unless an option
+  of that group sets it, since those options list every key their code reads (whether the chosen
+  option takes it is then its constructor's check);
+- a key of `model`: checked once composed (reglab.config.check_model_keys): the builder reads
+  `layers`, `init` and `head`, any other key must be read through an interpolation
+  (`${model.width}` in `layers`, `${oc.select:model.lr,...}` in the optimizer);
+- a key of `trainer`: must be an argument of Lightning's Trainer (reglab.config.validate);
+- a key of `optimizer`, `scheduler`, `callbacks.*`, `logger.*`: its constructor's arguments,
+  checked before it is built.
+Each refusal names the closest key there is (`did you mean trainer.max_epochs?`).
+
+A key Hydra cannot override because the composed config lacks it (`trainer.max_epoch=3`,
+`regularisation=l2`) is found while Hydra composes (`one_line_composition_errors`): one line with
+the closest key, exit 2, instead of Hydra's error and its advice to add the key with `+`.
 
 Nothing here imports torch or Lightning: `--help`, `--cfg` and these checks answer in about a
 second (tests/test_startup.py).
@@ -14,11 +34,12 @@ from __future__ import annotations
 import os
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from reglab import checks
 from reglab.errors import ConfigError
@@ -48,6 +69,10 @@ _SWEEP_FUNCTION = re.compile(r"^\w+\((?P<values>.*)\)$")
 # Top-level keys read although no config file sets them: `+resume_sweep=<folder>` (sweep resume)
 # and `+reglab.allow_any_target=true` (lifts the `_target_` allow-list).
 APPENDABLE_KEYS = ("resume_sweep", "reglab")
+# Groups whose options set every key their code reads: an appended key must be one of those.
+CLOSED_GROUPS = ("data", "regularization", "dropout", "batchnorm", "augmentation", "early_stopping")
+# Quoted pieces of an override value ('...' or "..."), where Hydra's grammar takes any character.
+_QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
 # Files that hold a group's shared keys (pulled in through `defaults`), not options to pick.
 SHARED_FILES = ("base",)
 # Keys and options renamed in reglab 0.2: old spelling -> new spelling.
@@ -148,11 +173,11 @@ def known_keys(folders: Sequence[Path]) -> set[str]:
 
 
 def unknown_keys(argv: Sequence[str], conf_dir: Path) -> list[str]:
-    """One message per `+key=...` whose top-level key no config has and no code reads (a typo).
+    """One message per `+key=...` that no code would read (a typo), with the closest key.
 
-    Hydra adds such a key to the config and the run goes on without it. Nested appends to a
-    known node (`+optimizer.betas=[0.9,0.99]`) are left to the constructors, which check their
-    own arguments; `+group/sub=option` needs the group folder.
+    A new top-level key must be one a primary config or a group folder has (`+group/sub=option`
+    needs the group folder); a key under a group of CLOSED_GROUPS one that an option of the group
+    sets. Appends to other nodes (`+optimizer.betas=[0.9,0.99]`) are checked once composed.
     """
     folders = config_dirs(argv, conf_dir)
     known = known_keys(folders)
@@ -162,16 +187,56 @@ def unknown_keys(argv: Sequence[str], conf_dir: Path) -> list[str]:
         if not match or match["key"].startswith("hydra"):
             continue
         key = match["key"].partition("@")[0]
-        head = key.partition(".")[0]
-        if "/" in head:
-            found = any((folder / head).is_dir() for folder in folders)
-        else:
-            found = head in known
-        if not found:
+        head, _, rest = key.partition(".")
+        found = any((folder / head).is_dir() for folder in folders) if "/" in head else None
+        if found is False:
             problems.append(
                 f"{head}: no config key or group of that name (a typo?); "
                 f"valid: {', '.join(sorted(known))}"
             )
+        elif found is None and head not in known:
+            problems.append(
+                f"{head}: no config key or group of that name (a typo?){checks.closest(head, known)}"
+            )
+        elif head in CLOSED_GROUPS and rest:
+            sub = rest.partition(".")[0]
+            valid = group_keys(head, folders)
+            if sub not in valid:
+                problems.append(
+                    f"{head}.{sub}: no option of {head} has this key{checks.closest(sub, valid, head)}"
+                )
+    return problems
+
+
+def group_keys(group: str, folders: Sequence[Path]) -> set[str]:
+    """The keys any option of `group` sets (its shared `base` file's included), and `_target_`."""
+    keys = {"_target_"}
+    for folder in folders:
+        for option in (folder / group).glob("*.yaml"):
+            node = OmegaConf.load(option)
+            if isinstance(node, DictConfig):
+                keys.update(str(key) for key in node if key != "defaults")
+    return keys
+
+
+def unquoted_tildes(argv: Sequence[str]) -> list[str]:
+    """One message per `key=value` whose value holds a `~` outside quotes.
+
+    Hydra's override grammar takes `~` only as the delete prefix (`~key`): `data.path=~/mnist`
+    fails with a LexerNoViableAltException. Quoted, the value is a plain string, and reglab
+    expands `~` in the paths it reads.
+    """
+    problems = []
+    for arg in argv:
+        key, equals, value = arg.partition("=")
+        if not equals or key.startswith(("-", "~")) or "~" not in _QUOTED.sub("", value):
+            continue
+        key = key.lstrip("+")
+        home = f" or let the shell expand it: {key}=$HOME{value[1:]}" if value[:2] == "~/" else ""
+        problems.append(
+            f"{key}: Hydra reads '~' only inside quotes, got {value!r}: "
+            f"""write '{key}="{value}"'{home}"""
+        )
     return problems
 
 
@@ -259,11 +324,75 @@ def list_help_groups_from_one_repository(argv: Sequence[str] | None = None) -> N
     ConfigLoaderImpl.get_group_options = get_group_options
 
 
+@contextmanager
+def one_line_composition_errors() -> Iterator[None]:
+    """While Hydra composes inside this block, an override of a key the config lacks prints one
+    `reglab: error:` line naming the closest key and exits 2.
+
+    Hydra applies the command line's key overrides to the composed config in
+    `ConfigLoaderImpl._apply_overrides_to_config`, the one place where both the failing override
+    and the keys there are known; it is wrapped to apply them one at a time, so the failing one is
+    known. Any other composition error, a Hydra without this method, or `HYDRA_FULL_ERROR=1`
+    keeps Hydra's own message.
+    """
+    try:
+        from hydra._internal.config_loader_impl import ConfigLoaderImpl
+        from hydra.errors import ConfigCompositionException
+    except ImportError:
+        yield
+        return
+    original = ConfigLoaderImpl.__dict__.get("_apply_overrides_to_config")
+    if not isinstance(original, staticmethod) or os.environ.get("HYDRA_FULL_ERROR") == "1":
+        yield
+        return
+
+    def apply_one_at_a_time(overrides: list[Any], cfg: DictConfig) -> None:
+        for override in overrides:
+            try:
+                original.__func__([override], cfg)
+            except ConfigCompositionException:
+                problem = composition_problem(override, cfg)
+                if problem is None:
+                    raise
+                print(f"reglab: error: {problem}", file=sys.stderr)
+                raise SystemExit(2) from None
+
+    ConfigLoaderImpl._apply_overrides_to_config = staticmethod(apply_one_at_a_time)
+    try:
+        yield
+    finally:
+        ConfigLoaderImpl._apply_overrides_to_config = original
+
+
+def composition_problem(override: Any, cfg: DictConfig) -> str | None:
+    """The message for a Hydra override (`override.key_or_group`) that failed on `cfg`, if its
+    key is missing (a change or delete) or already there (an append); None otherwise."""
+    key = override.key_or_group
+    parent: Any = cfg
+    parts = key.split(".")
+    for depth, part in enumerate(parts):
+        if not isinstance(parent, DictConfig):
+            return None  # a list index or a value: Hydra's message says more
+        if part in parent:
+            parent = parent._get_node(part)
+            continue
+        if override.is_add() and not override.is_force_add():
+            return None
+        where = ".".join(parts[:depth])
+        keys = [str(k) for k in parent if not (k == "hydra" and not where)]
+        what = "no such key" if where else "no such key or config group"
+        return f"{'.'.join(parts[: depth + 1])}: {what}{checks.closest(part, keys, where)}"
+    if override.is_add() and not override.is_force_add():
+        return f"{key}: is set already; drop the '+' to change it ({key}=...)"
+    return None
+
+
 def exit_on_bad_command_line(conf_dir: Path, argv: Sequence[str] | None = None) -> None:
     """Print each problem as `reglab: error: ...` on stderr and exit 2 if there is any."""
     argv = sys.argv[1:] if argv is None else argv
     problems = (
         renamed_keys(argv)
+        + unquoted_tildes(argv)
         + unknown_group_options(argv, conf_dir)
         + unknown_keys(argv, conf_dir)
         + bad_task_names(argv)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import sys
 from collections.abc import Iterator
 from typing import Any
@@ -19,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from reglab import checks
 from reglab.errors import ConfigError
 from reglab.log import rank_zero_only  # Lightning's, its rank set without importing Lightning
-from reglab.names import strategy_names
+from reglab.names import TRAINER_ARGUMENTS, strategy_names
 from reglab.targets import escape
 
 # Config groups whose option is one callback that acts on training (an empty option: nothing).
@@ -38,6 +39,29 @@ PRECISIONS = (
 # `+reglab.allow_any_target=true` on the command line lifts the check.
 TARGET_MODULES = ("torch.optim", "lightning", "reglab")
 ALLOW_ANY_TARGET = "reglab.allow_any_target"
+# What reads a model node's keys: the builder reads these; every other key is a knob (width,
+# depth, ...) that something must read through an interpolation, `${model.width}` in `layers`
+# or `${oc.select:model.lr,...}` in the optimizer. A key nothing reads is a typo (`+model.foo=1`).
+MODEL_BUILDER_KEYS = ("layers", "init", "head")
+_MODEL_REFERENCE = re.compile(r"(?<![\w.])model\.([A-Za-z_]\w*)")
+TRAINER_TARGETS = ("lightning.pytorch.Trainer", "lightning.Trainer", "pytorch_lightning.Trainer")
+# Groups whose node is one callback (or scheduler): an option without `_target_` (none) builds
+# nothing, so a key set there is read by nothing. (regularization=none keeps the shared knobs on
+# purpose: a sweep over regularization=none,l1 sets them for every option.)
+BUILT_ONLY_WITH_TARGET = ("scheduler", "dropout", "batchnorm", "augmentation", "early_stopping")
+# Switches read as true/false: 'maybe' or 'no' would count as true. (trainer.deterministic also
+# takes 'warn'.)
+BOOLEAN_KEYS = (
+    "print_config", "keep_outputs", "log_every_step", "trainer.enable_progress_bar",
+    "trainer.enable_model_summary", "trainer.enable_checkpointing", "trainer.benchmark",
+    "trainer.inference_mode", "trainer.use_distributed_sampler", "trainer.detect_anomaly",
+    "trainer.barebones", "trainer.sync_batchnorm", "data.shuffle", "data.standardize",
+    "data.standardize_target", "augmentation.log_images", "early_stopping.check_finite",
+    "early_stopping.verbose", "batchnorm.freeze_affine", "optimizer.nesterov",
+    "optimizer.amsgrad", "optimizer.maximize",
+)  # fmt: skip
+# Keys of each `logger` entry that name a folder under the run folder.
+LOGGER_FOLDER_KEYS = ("name", "version", "sub_dir")
 PRINT_ORDER = ("data", "model", "optimizer", "scheduler", "trainer", "callbacks", "logger", "paths")
 
 
@@ -83,10 +107,139 @@ def validate(cfg: DictConfig) -> None:
         if not cfg.get(key):
             raise ConfigError(key, "is missing; choose an option of that config group")
     validate_trainer(cfg.trainer)
+    check_model_keys(cfg)
+    check_switches(cfg)
+    check_lists(cfg)
+    check_built_groups(cfg)
     stopper = cfg.get("early_stopping")
     if stopper and "_target_" in stopper:  # Lightning's EarlyStopping does not check these
-        checks.integer("early_stopping.patience", stopper.get("patience", 3))
-        checks.number("early_stopping.min_delta", stopper.get("min_delta", 0.0), 0.0)
+        validate_early_stopping(stopper, cfg.monitor)
+    reg = cfg.get("regularization") or {}
+    for key in ("include", "exclude"):  # a string would be read as one pattern per character
+        patterns = reg.get(key)
+        if patterns is not None and not (
+            OmegaConf.is_list(patterns) and all(isinstance(p, str) for p in patterns)
+        ):
+            raise ConfigError(
+                f"regularization.{key}",
+                f"must be null or a list of glob patterns on parameter names "
+                f"(regularization.{key}=[net.head.*]), got {patterns!r}",
+            )
+
+
+def check_model_keys(cfg: DictConfig) -> None:
+    """Refuse a key of `model` that nothing reads (see MODEL_BUILDER_KEYS), naming the closest."""
+    model = cfg.get("model")
+    if not isinstance(model, DictConfig):
+        return
+    raw = OmegaConf.to_container(cfg, resolve=False)
+    raw.pop("hydra", None)
+    read = {*MODEL_BUILDER_KEYS, *_model_references(raw)}
+    for key in model:
+        if key not in read:
+            raise ConfigError(
+                f"model.{key}",
+                "nothing reads this key: the builder reads layers, init and head, and a knob "
+                f"only where an interpolation uses it (${{model.{key}}} in layers)"
+                + checks.closest(key, read, "model"),
+            )
+
+
+def _model_references(node: Any) -> Iterator[str]:
+    """The model keys that interpolations anywhere in the plain config `node` read."""
+    if isinstance(node, dict):
+        for child in node.values():
+            yield from _model_references(child)
+    elif isinstance(node, list):
+        for child in node:
+            yield from _model_references(child)
+    elif isinstance(node, str) and "${" in node:
+        yield from _MODEL_REFERENCE.findall(node)
+
+
+def check_switches(cfg: DictConfig) -> None:
+    """Each of BOOLEAN_KEYS that is set (and each logger's `log_graph`) is true or false."""
+    keys = list(BOOLEAN_KEYS)
+    logger = cfg.get("logger")
+    if isinstance(logger, DictConfig):
+        keys += [f"logger.{name}.{key}" for name in logger for key in ("log_graph",)]
+    for key in keys:
+        value = OmegaConf.select(cfg, key, default=None)
+        if value is not None:
+            checks.boolean(key, value)
+    deterministic = cfg.trainer.get("deterministic")
+    if deterministic is not None and deterministic != "warn":
+        checks.boolean("trainer.deterministic", deterministic)
+
+
+def check_lists(cfg: DictConfig) -> None:
+    """`tags` and `plugins` are lists; `callbacks` and `logger` map names to `{_target_: ...}`."""
+    for key, example in (("tags", "tags=[baseline,l2]"), ("plugins", "plugins=[my_lab.layers]")):
+        value = cfg.get(key)
+        if value is not None and not OmegaConf.is_list(value):
+            raise ConfigError(key, f"must be a list ({example}), got {value!r}")
+    for group in ("callbacks", "logger"):
+        node = cfg.get(group)
+        if node is None:
+            continue
+        if not isinstance(node, DictConfig):
+            raise ConfigError(group, f"must map names to {{_target_: ...}} entries, got {node!r}")
+        for name in node:
+            entry = node.get(name)
+            if entry is not None and not (isinstance(entry, DictConfig) and "_target_" in entry):
+                raise ConfigError(
+                    f"{group}.{name}",
+                    f"must be null or a mapping with a _target_ (the class to build), got {entry!r}",
+                )
+            if group == "logger" and entry is not None:
+                for key in LOGGER_FOLDER_KEYS:  # under the run folder: no `..`, no absolute path
+                    if entry.get(key) not in (None, ""):
+                        checks.folder_name(
+                            f"logger.{name}.{key}", entry.get(key), "a folder in the run folder"
+                        )
+
+
+def check_built_groups(cfg: DictConfig) -> None:
+    """A key set in an option of BUILT_ONLY_WITH_TARGET that builds nothing (`none`) is refused."""
+    for group in BUILT_ONLY_WITH_TARGET:
+        node = cfg.get(group)
+        if isinstance(node, DictConfig) and len(node) and "_target_" not in node:
+            key = next(iter(node))
+            raise ConfigError(
+                f"{group}.{key}",
+                f"this {group} option builds nothing, so nothing reads it; choose one that does "
+                f"({group}=<option>) before setting its keys",
+            )
+
+
+def validate_early_stopping(stopper: DictConfig, monitor: str) -> None:
+    """Values Lightning's EarlyStopping takes and then fails on mid-run, or stops on wrongly."""
+    checks.integer("early_stopping.patience", stopper.get("patience", 3))
+    checks.number("early_stopping.min_delta", stopper.get("min_delta", 0.0), 0.0)
+    for key in ("stopping_threshold", "divergence_threshold"):
+        if stopper.get(key) is not None:
+            checks.number(f"early_stopping.{key}", stopper.get(key))
+    mode = checks.choice("early_stopping.mode", stopper.get("mode", "min"), ("min", "max"))
+    watched = stopper.get("monitor", monitor)
+    natural = _improves_toward(str(watched))
+    if watched == monitor and natural is None:  # a metric of the user's own, with monitor_mode
+        return
+    if natural is None or not str(watched).startswith(("val/", "train/")):
+        raise ConfigError(
+            "early_stopping.monitor",
+            f"{watched!r} is not a metric reglab logs (val/ or train/ + "
+            f"{', '.join(IMPROVES_UPWARD + IMPROVES_DOWNWARD)}); it would fail mid-run",
+        )
+    if mode != natural:
+        raise ConfigError(
+            "early_stopping.mode",
+            f"{watched} improves toward {natural}, got {mode!r}: it would stop on improvement",
+        )
+
+
+def _improves_toward(metric: str) -> str | None:
+    name = metric.rsplit("/", 1)[-1]
+    return "max" if name in IMPROVES_UPWARD else "min" if name in IMPROVES_DOWNWARD else None
 
 
 def check_targets(cfg: DictConfig) -> None:
@@ -194,6 +347,14 @@ def monitor_mode(monitor: str, mode: str) -> str:
 
 def validate_trainer(trainer: DictConfig) -> None:
     """Lightning accepts some of these and fails mid-run (accumulate 0), or with a vague message."""
+    if trainer.get("_target_") in TRAINER_TARGETS:  # `+trainer.max_epoch=3`: a TypeError later
+        for key in trainer:
+            if key != "_target_" and key not in TRAINER_ARGUMENTS:
+                raise ConfigError(
+                    f"trainer.{key}",
+                    "is not an argument of Lightning's Trainer"
+                    + checks.closest(key, TRAINER_ARGUMENTS, "trainer"),
+                )
     checks.integer("trainer.accumulate_grad_batches", trainer.get("accumulate_grad_batches", 1), 1)
     checks.integer("trainer.num_sanity_val_steps", trainer.get("num_sanity_val_steps", 2), -1)
     checks.integer("trainer.num_nodes", trainer.get("num_nodes", 1), 1)
@@ -222,7 +383,8 @@ def validate_trainer(trainer: DictConfig) -> None:
     _check_accelerator_available(accelerator)
     devices = trainer.get("devices", "auto")
     counted = str(devices).isdigit() and int(devices) >= 1
-    if not (devices in ("auto", -1) or OmegaConf.is_list(devices) or counted):
+    listed = OmegaConf.is_list(devices) and len(devices) > 0
+    if not (devices in ("auto", -1) or listed or counted):
         raise ConfigError(
             "trainer.devices",
             f"must be auto, -1 (all), a count >= 1 or a list of device ids, got {devices!r}",

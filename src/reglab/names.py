@@ -1,7 +1,8 @@
 """Names that a config value is checked against, known without importing torch or Lightning.
 
 `python train.py model.activation=relux` is answered before reglab.run is imported: the built-in
-layers' names by kind and Lightning's built-in strategy names are written out here. Tests
+layers' names by kind, Lightning's built-in strategy names and its Trainer's arguments are written
+out here. Tests
 (tests/test_startup.py) assert that they equal the layer registry (reglab.nn) and are Lightning's
 StrategyRegistry names, so they cannot drift. Layers a plugin registers are found too: a plugin
 that registers one has imported reglab.nn, whose registry is then read instead of the table.
@@ -51,6 +52,18 @@ LIGHTNING_STRATEGIES = (
     "deepspeed", "deepspeed_stage_1", "deepspeed_stage_2", "deepspeed_stage_2_offload",
     "deepspeed_stage_3", "deepspeed_stage_3_offload", "deepspeed_stage_3_offload_nvme", "fsdp",
     "fsdp_cpu_offload", "single_device", "single_tpu", "single_xla", "xla", "xla_debug",
+)  # fmt: skip
+# lightning.pytorch.Trainer's arguments (2.6): `+trainer.<key>` must be one of them.
+TRAINER_ARGUMENTS = (
+    "accelerator", "strategy", "devices", "num_nodes", "precision", "logger", "callbacks",
+    "fast_dev_run", "max_epochs", "min_epochs", "max_steps", "min_steps", "max_time",
+    "limit_train_batches", "limit_val_batches", "limit_test_batches", "limit_predict_batches",
+    "overfit_batches", "val_check_interval", "check_val_every_n_epoch", "num_sanity_val_steps",
+    "log_every_n_steps", "enable_checkpointing", "enable_progress_bar", "enable_model_summary",
+    "accumulate_grad_batches", "gradient_clip_val", "gradient_clip_algorithm", "deterministic",
+    "benchmark", "inference_mode", "use_distributed_sampler", "profiler", "detect_anomaly",
+    "barebones", "plugins", "sync_batchnorm", "reload_dataloaders_every_n_epochs",
+    "default_root_dir", "enable_autolog_hparams", "model_registry",
 )  # fmt: skip
 # As reglab.nn.builder: knobs that name a layer and the kind each takes; values that mean no layer.
 LAYER_KNOBS = {"activation": "activation", "norm": "norm"}

@@ -22,15 +22,24 @@ DEFAULT_OPTIMIZER = {"_target_": "torch.optim.Adam", "lr": 1e-3}
 # Keys reglab reads itself and does not pass to the constructor.
 OWN_KEYS = {"optimizer": ("_target_", "weight_decay"), "scheduler": ("_target_", "interval")}
 # Ranges of the optimizer and scheduler arguments torch users set from configs.
-NON_NEGATIVE = ("lr", "momentum", "dampening", "weight_decay", "eps", "eta_min", "patience")
+# A learning rate of 0 trains nothing (the run ends `ok` at chance accuracy).
+POSITIVE = ("lr",)
+NON_NEGATIVE = ("weight_decay", "eps", "eta_min", "patience")
+# Momentum 1 never forgets a gradient (the steps grow without bound); dampening 1 ignores them.
+BELOW_ONE = ("momentum",)
+FRACTIONS = ("dampening",)
 AT_LEAST_ONE = ("step_size", "T_max")
 INTERVALS = ("epoch", "step")
+PLATEAU_MODES = ("min", "max")
 
 
 def check_optimizer(config: dict) -> None:
     """Refuse unknown arguments and out-of-range values of an optimizer config."""
     _check_values(config, "optimizer")
-    for index, beta in enumerate(config.get("betas") or ()):
+    betas = config.get("betas")
+    if betas is not None and (isinstance(betas, str) or len(betas) != 2):
+        raise ConfigError("betas", f"must be two numbers in [0, 1) ([0.9,0.999]), got {betas!r}")
+    for index, beta in enumerate(betas or ()):
         checks.number(f"betas[{index}]", beta, 0.0, 1.0, high_open=True)
     if config.get("nesterov") and (not config.get("momentum") or config.get("dampening", 0)):
         raise ConfigError("nesterov", "needs momentum > 0 and dampening 0")
@@ -42,17 +51,33 @@ def check_scheduler(config: dict) -> None:
     checks.choice("interval", config.get("interval", "epoch"), INTERVALS)
     if "gamma" in config:
         checks.number("gamma", config["gamma"], 0.0)
-    if "factor" in config:  # ReduceLROnPlateau: the new lr is lr * factor, so factor < 1
-        checks.number("factor", config["factor"], 0.0, 1.0, high_open=True)
+    if "factor" in config:  # ReduceLROnPlateau: the new lr is lr * factor, so 0 < factor < 1
+        checks.number("factor", config["factor"], 0.0, 1.0, low_open=True, high_open=True)
+    if "mode" in config and "ReduceLROnPlateau" in str(config["_target_"]):
+        checks.choice("mode", config["mode"], PLATEAU_MODES)
 
 
 def _check_values(config: dict, group: str) -> None:
-    cls = get_class(config["_target_"])
+    if "_target_" not in config:
+        raise ConfigError(
+            next(iter(config), ""), f"this {group} option builds nothing; choose one that does"
+        )
+    try:
+        cls = get_class(config["_target_"])
+    except (ImportError, ValueError) as error:
+        message = str(error).splitlines()[0].rstrip(":")  # Hydra's is several lines
+        raise ConfigError("_target_", f"{message}: no such class") from None
     own = OWN_KEYS[group]
     checks.arguments("", cls, {k: v for k, v in config.items() if k not in own})
-    for key in NON_NEGATIVE:
+    ranges = [
+        *((key, {"low_open": True}) for key in POSITIVE),
+        *((key, {}) for key in NON_NEGATIVE),
+        *((key, {"high": 1.0, "high_open": True}) for key in BELOW_ONE),
+        *((key, {"high": 1.0}) for key in FRACTIONS),
+    ]
+    for key, bounds in ranges:
         if config.get(key) is not None:
-            checks.number(key, config[key], 0.0)
+            checks.number(key, config[key], 0.0, **bounds)
     for key in AT_LEAST_ONE:
         if key in config:
             checks.integer(key, config[key], minimum=1)

@@ -15,6 +15,8 @@ from reglab.errors import ConfigError
 
 def import_plugins(modules: list[str]) -> None:
     """Import each module of `plugins` (already imported ones are left as they are)."""
+    if isinstance(modules, str):  # `plugins=my_lab`: each character would be a module
+        raise ConfigError("plugins", f"must be a list of module names (plugins=[{modules}])")
     for index, name in enumerate(modules):
         try:
             importlib.import_module(name)

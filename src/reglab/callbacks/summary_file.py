@@ -16,13 +16,16 @@ from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.model_summary import summarize
 from typing_extensions import override
 
+from reglab import checks
+
 
 class ModelSummaryFile(L.Callback):
     """Writes Lightning's model summary table to `path` when fitting starts."""
 
     def __init__(self, path: str, max_depth: int = 2) -> None:
         self.path = Path(path)
-        self.max_depth = max_depth
+        # Lightning's summary takes -1 (all levels) or >= 0, and fails mid-run on anything else.
+        self.max_depth = checks.integer("max_depth", max_depth, minimum=-1)
 
     @override
     @rank_zero_only

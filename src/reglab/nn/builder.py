@@ -12,21 +12,29 @@ are inferred by a dry forward pass that tracks the shape and the dtype: integer 
 until an `embedding` turns them into vectors. A final Linear head with the data's number of outputs
 is appended unless `head: false`.
 
+Before anything is allocated, the net is built once on the meta device (shapes, no memory): a
+net whose weights and gradients would not fit in the memory available is refused with both sizes,
+instead of failing in the allocator (`model.width=2000000000`).
+
 Errors are ConfigErrors keyed relative to the model node (`layers[2].linear.p`, `activation`,
 `head`); the config layer, which knows the node sits at `model`, adds that prefix.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
+import warnings
 from collections import Counter, OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import torch
 from torch import nn
 
 from reglab import checks
-from reglab.errors import ConfigError
+from reglab.errors import ConfigError, first_line
 from reglab.names import SKIP, check_knobs
 from reglab.nn.init import init_weights
 from reglab.nn.registry import LAYERS, LayerEntry, Shape
@@ -54,8 +62,25 @@ def build_net(
     if not isinstance(layers, list) or not layers:
         raise ConfigError("layers", "must be a non-empty list of layers")
     wanted = (num_outputs,) if output_shape is None else tuple(int(d) for d in output_shape)
-    builder = _Builder(tuple(int(d) for d in input_shape), input_dtype, vocab_size)
-    modules = builder.build_list(layers, "layers")
+
+    def assemble() -> nn.Sequential:
+        builder = _Builder(tuple(int(d) for d in input_shape), input_dtype, vocab_size)
+        return _assemble(spec, builder, builder.build_list(layers, "layers"), wanted, num_outputs)
+
+    check_memory(spec, assemble)
+    net = assemble()
+    init_weights(net, spec.get("init", "default"))
+    return net
+
+
+def _assemble(
+    spec: dict,
+    builder: _Builder,
+    modules: list[tuple[str, nn.Module]],
+    wanted: tuple[int, ...],
+    num_outputs: int,
+) -> nn.Sequential:
+    """The body `modules` and, unless `head: false`, a Linear head, checked against `wanted`."""
     if not checks.boolean("head", spec.get("head", True)):
         if builder.shape != wanted:
             raise ConfigError(
@@ -78,9 +103,71 @@ def build_net(
                 "(N, features)",
             )
         modules.append(("head", builder.make("linear", {"out_features": num_outputs}, "head")))
-    net = nn.Sequential(OrderedDict(modules))
-    init_weights(net, spec.get("init", "default"))
-    return net
+    return nn.Sequential(OrderedDict(modules))
+
+
+def check_memory(spec: dict, assemble: Callable[[], nn.Module]) -> None:
+    """Refuse a net whose weights and gradients need more memory than is available.
+
+    `assemble` builds the net on the meta device: the sizes without the memory. A net that cannot
+    be built there (a layer that reads tensor values while built) is left to the real build, as
+    are the errors of the spec, which the real build raises with its own values.
+    """
+    available = available_memory()
+    knobs = [f"model.{k}" for k, v in spec.items() if isinstance(v, int) and k != "head"]
+    smaller = f"; make it smaller ({', '.join(knobs)})" if knobs else ""
+    try:
+        with torch.device("meta"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            net = assemble()
+    except RuntimeError as error:
+        if "overflow" not in str(error):  # torch: "Storage size calculation overflowed"
+            return
+        raise ConfigError(
+            "",
+            f"a layer of the net would have more than 2**63 bytes (torch: {first_line(error)}), "
+            f"but {_bytes(available or 0)} of memory is available{smaller}",
+        ) from None
+    except Exception:  # noqa: BLE001 - see above: the real build reports it
+        return
+    tensors = [*net.parameters(), *net.buffers()]
+    needed = 2 * sum(t.numel() * t.element_size() for t in tensors)  # weights and gradients
+    if available is None or needed <= available:
+        return
+    count = sum(p.numel() for p in net.parameters())
+    raise ConfigError(
+        "",
+        f"the net has {count:,} parameters: training needs at least {_bytes(needed)} for the "
+        f"weights and their gradients (optimizer state and activations more), but "
+        f"{_bytes(available)} of memory is available{smaller}",
+    )
+
+
+def available_memory() -> int | None:
+    """Bytes of memory this process may still use: MemAvailable, within a cgroup's limit."""
+    amounts = []
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                amounts.append(int(line.split()[1]) * 1024)
+    except (OSError, ValueError):
+        with contextlib.suppress(ValueError, OSError, AttributeError):
+            amounts.append(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    try:  # a container's limit (cgroup v2) may be below what the machine has free
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        used = int(Path("/sys/fs/cgroup/memory.current").read_text())
+        if limit != "max":
+            amounts.append(max(int(limit) - used, 0))
+    except (OSError, ValueError):
+        pass
+    return min(amounts) if amounts else None
+
+
+def _bytes(n: int) -> str:
+    for unit, size in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{n / 1e3:.1f} KB"
 
 
 def _ending(shape: Shape) -> str:

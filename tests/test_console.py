@@ -82,7 +82,9 @@ def test_a_sweep_prints_a_few_lines_per_job_and_the_summary(tmp_path, launcher):
     assert len(jobs) == 4 and all(": ok, best/val/loss=" in line for line in jobs)
     assert "reglab sweep: 4 ok, 0 failed" in lines[-2]
     (sweep_dir,) = {p.parents[1] for p in (tmp_path / "outputs").rglob("metrics.json")}
-    assert lines[-1] == f"reglab sweep: report: reglab-report {sweep_dir}"
+    # Hydra's log prefix in front; the folder as the sweep line names it (relative to the cwd).
+    report = f"reglab sweep: report: reglab-report {sweep_dir.relative_to(tmp_path)}"
+    assert lines[-1].endswith(report)
     assert len(run_records(tmp_path)) == 4
     assert not [line for line in lines if "eval mode ok" in line or "run folder" in line]
     logs = [log.read_text() for log in (tmp_path / "outputs").rglob("train.log")]

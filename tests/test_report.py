@@ -731,7 +731,7 @@ def test_small_n_is_noted_in_report_md(tmp_path):
         line for line in (tmp_path / "report.md").read_text().splitlines() if "Few runs" in line
     )
     assert "`regularization=none` (n = 2), `regularization=l2` (n = 1)" in note
-    assert "n = 1: a single run, no interval" in note
+    assert "a single run has no interval; at n = 2 the 95 % CI is wide (t = 12.7)" in note
 
 
 def test_penalty_study_tabulates_sparsity_against_accuracy(tmp_path):
@@ -771,3 +771,21 @@ def test_default_tags_are_not_reported(tmp_path):
     assert "Tags" not in (tmp_path / "report.md").read_text()
     defaults = yaml.safe_load((CONF_DIR / "train.yaml").read_text())["tags"]
     assert list(DEFAULT_TAGS) == defaults  # the report's idea of the default is the config's
+
+
+def test_learning_curves_of_several_methods_get_a_panel_each_with_the_baseline():
+    shown = ("regularization", "regularization.strength")
+    rows = [config_row([("regularization", "none")], [0.9, 0.92], shown, is_baseline=True)]
+    for method in ("l1", "l2"):
+        for strength in ("1e-4", "1e-2"):
+            pairs = [("regularization", method), ("regularization.strength", strength)]
+            rows.append(config_row(pairs, [0.8, 0.85], shown))
+    figure = curves_figure(rows)
+    drawn_within_the_figure(figure)
+    assert len(figure.axes) == 2
+    for axes in figure.axes:
+        lines = {line.get_label(): line for line in axes.get_lines()}
+        baseline = lines.pop("regularization=none")
+        assert set(lines) == {"strength=1e-4", "strength=1e-2"}
+        assert baseline.get_zorder() > max(line.get_zorder() for line in lines.values())
+    assert "n = 2 runs per configuration" in _suptitle(figure)

@@ -41,6 +41,15 @@ def new_figure(width: float = 6.0, height: float = 4.0) -> tuple[Figure, Axes]:
     return plt.subplots(figsize=(width, height), layout="constrained")
 
 
+def new_panels(count: int, width: float, height: float) -> tuple[Figure, list[Axes]]:
+    """A figure of `count` axes one above the other, sharing both axes, constrained layout."""
+    figure, grid = plt.subplots(
+        count, 1, sharex=True, sharey=True, layout="constrained", figsize=(width, height),
+        squeeze=False,
+    )  # fmt: skip
+    return figure, list(grid[:, 0])
+
+
 def short_value(value: str) -> str:
     """`0.012350696577481468` -> `0.01235`: an Optuna trial's float, not every digit of it."""
     if len(value) <= SHORT_VALUE:

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
 from reglab.config import IMPROVES_UPWARD
 from reglab.report.intervals import bounds, small_n_warning
@@ -28,6 +28,7 @@ from reglab.report.layout import (
     label_at_most,
     legend_beside,
     new_figure,
+    new_panels,
     save,
     short_label,
     widen_for_ticks,
@@ -119,7 +120,7 @@ def strength_figure(rows: list[ConfigRow], metric: str) -> Figure | None:
         points = sorted(sum(lines.values(), []), key=strength)
         x, y = [strength(r) for r in points], [r.mean(metric) for r in points]
         axes.errorbar(
-            x, y, yerr=_errors(points, metric), fmt="o", capsize=3, label="configurations"
+            x, y, yerr=_errors(points, metric), fmt="o", capsize=3, label=f"{_noun(rows)}s"
         )
     else:
         # The settings with the most strengths get a colour and a name; the rest are grey.
@@ -195,14 +196,11 @@ def bars_figure(rows: list[ConfigRow], metric: str) -> Figure | None:
 BASELINE_STYLE = {"color": "black", "linestyle": "--", "linewidth": 1.8, "zorder": 10}
 
 
-def curves_figure(rows: list[ConfigRow], metric: str = "val/loss") -> Figure | None:
-    """Per-epoch curve of `metric` per configuration: the mean over its runs, in a band from
-    their lowest to their highest value, epochs as the runs' histories record them.
+Curve = tuple[ConfigRow, list[int], np.ndarray]  # a row, its epochs, per epoch mean/min/max
 
-    The baseline (black, dashed) is drawn on top. It and the configurations ending best are
-    named (MAX_LEGEND in all); the others are grey lines without a band.
-    """
-    curves: list[tuple[ConfigRow, list[int], np.ndarray]] = []  # per epoch: mean, min, max
+
+def _curves(rows: list[ConfigRow], metric: str) -> list[Curve]:
+    curves = []
     for row in rows:
         per_epoch: dict[int, list[float]] = defaultdict(list)
         for job in row.jobs:
@@ -213,17 +211,33 @@ def curves_figure(rows: list[ConfigRow], metric: str = "val/loss") -> Figure | N
             epochs = sorted(per_epoch)
             stats = [(np.mean(per_epoch[e]), min(per_epoch[e]), max(per_epoch[e])) for e in epochs]
             curves.append((row, epochs, np.array(stats, dtype=float).T))
-    if not curves:
-        return None
+    return curves
+
+
+def _panels(curves: list[Curve]) -> dict[str, list[Curve]]:
+    """The curves per penalty method, the baseline in each, where two methods or more were
+    swept (ten curves in one axes hide each other); else all in one panel, keyed ''."""
+    methods = {dict(row.key).get(METHOD) for row, _, _ in curves if not row.is_baseline}
+    shown = curves[0][0].shown
+    if METHOD not in shown or len(methods) < 2 or None in methods:
+        return {"": curves}
+    baseline = [curve for curve in curves if curve[0].is_baseline]
+    return {
+        method: baseline + [c for c in curves if dict(c[0].key).get(METHOD) == method]
+        for method in sorted(methods, key=str)
+    }
+
+
+def _draw_curves(axes: Axes, curves: list[Curve], metric: str, leave_out: tuple[str, ...]) -> int:
+    """Lines and min–max bands of `curves`; the baseline on top. Returns how many went grey."""
     upward = metric.rsplit("/", 1)[-1] in IMPROVES_UPWARD
 
     def rank(i: int) -> tuple[bool, float]:  # the baseline first, then the best final values
         row, _, values = curves[i]
         return (not row.is_baseline, -values[0][-1] if upward else values[0][-1])
 
-    ranked = sorted(range(len(curves)), key=rank)
-    names = label_at_most([row_label(row) for row, _, _ in curves], ranked[:MAX_LEGEND])
-    figure, axes = new_figure()
+    labels = [row_label(row, () if row.is_baseline else leave_out) for row, _, _ in curves]
+    names = label_at_most(labels, sorted(range(len(curves)), key=rank)[:MAX_LEGEND])
     for (row, epochs, (mean, low, high)), name in zip(curves, names, strict=True):
         if name is None:
             axes.plot(epochs, mean, color=OTHERS_COLOR, linewidth=0.8, zorder=1)
@@ -233,15 +247,53 @@ def curves_figure(rows: list[ConfigRow], metric: str = "val/loss") -> Figure | N
         if np.any(high > low):  # two runs or more
             band = line.get_zorder() - 1
             axes.fill_between(epochs, low, high, color=line.get_color(), alpha=0.15, zorder=band)
-    axes.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs, not 0.5 of one
-    axes.set_xlabel("epoch")
-    axes.set_ylabel(metric)
-    axes.set_title(
-        wrap(f"{metric} per {_noun(rows)}: mean over runs, band min–max", TITLE_WIDTH, True)
-    )
+    return names.count(None)
+
+
+def _log_if_wide(axes: Axes, curves: list[Curve], metric: str) -> None:
+    # A loss from 2.3 down to 0.1 squeezes the curves that matter into the bottom tenth.
+    means = np.concatenate([values[0] for _, _, values in curves])
+    if bounds(metric)[0] == 0 and means.min() > 0 and means.max() > 10 * means.min():
+        axes.set_yscale("log")
+        axes.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))  # 0.1 0.2 0.5 1 2
+        axes.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+        axes.yaxis.set_minor_formatter(NullFormatter())
+
+
+def curves_figure(rows: list[ConfigRow], metric: str = "val/loss") -> Figure | None:
+    """Per-epoch curve of `metric` per configuration: the mean over its runs, in a band from
+    their lowest to their highest value, epochs as the runs' histories record them.
+
+    The baseline (black, dashed) is drawn on top. It and the configurations ending best are
+    named (MAX_LEGEND in all); the others are grey lines without a band. A sweep of several
+    penalty methods gets one panel per method, each with the baseline.
+    """
+    curves = _curves(rows, metric)
+    if not curves:
+        return None
+    title = f"{metric} per {_noun(rows)}: mean over runs, band min–max"
     counts = [sum(bool(job.history) for job in row.jobs) for row, _, _ in curves]
+    panels = _panels(curves)
+    if len(panels) == 1:
+        figure, axes = new_figure()
+        others = _draw_curves(axes, curves, metric, ())
+        axes.set_title(wrap(title, TITLE_WIDTH, True))
+        grid = [axes]
+    else:
+        figure, grid = new_panels(len(panels), 6.0, 1.8 * len(panels) + 0.8)
+        for axes, (method, group) in zip(grid, panels.items(), strict=True):
+            _draw_curves(axes, group, metric, (METHOD,))
+            axes.set_title(f"{METHOD}={method}", fontsize=9)
+            axes.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0, fontsize=7)
+        grid[0].set_title(wrap(title, TITLE_WIDTH, True) + f"\n{METHOD}={next(iter(panels))}")
+    for axes in grid:
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs, not 0.5 of one
+        axes.set_ylabel(metric)
+    grid[-1].set_xlabel("epoch")
+    _log_if_wide(grid[0], curves, metric)
     warn_small_n(figure, [row for row, _, _ in curves], counts, curves=True)
-    legend_beside(figure, axes, others=names.count(None))
+    if len(panels) == 1:
+        legend_beside(figure, grid[0], others=others)
     return fit_contents(figure)
 
 

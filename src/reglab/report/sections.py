@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
+from scipy import stats
 
 from reglab.callbacks.weight_penalty import NEAR_ZERO
 from reglab.report.intervals import SMALL_N, small_n_warning
@@ -96,9 +97,19 @@ def small_n_note(rows: Sequence[ConfigRow], metrics: Sequence[str]) -> str:
     same = len(few) == sum(c > 0 for c in counts) and max(counts) == n
     where = f"n = {n} in every configuration" if same else ", ".join(few)
     return (
-        f"**Few runs** ({where}): {small_n_warning([n])}. "
+        f"**Few runs** ({where}): {_what_few_runs_mean(counts)}. "
         f"Run more seeds (n ≥ {SMALL_N}) before reading a difference from these."
     )
+
+
+def _what_few_runs_mean(counts: Sequence[int]) -> str:
+    # "a single run has no interval; at n = 2 the 95 % CI is wide (t = 12.7), ..."
+    small = sorted({n for n in counts if 0 < n < SMALL_N})
+    parts = ["a single run has no interval"] if 1 in small else []
+    for n in (n for n in small if n > 1):
+        t = float(stats.t.ppf(0.975, n - 1))
+        parts.append(f"at n = {n} the 95 % CI is wide (t = {t:.3g}), clipped to the metric's range")
+    return "; ".join(parts)
 
 
 def _mean(row: ConfigRow, metric: str) -> float | None:

@@ -38,6 +38,8 @@ from reglab.report.sections import is_search
 from reglab.report.table import ConfigRow
 
 STRENGTH = "regularization.strength"
+# Lines of the strength plot are set this many decades apart, their error bars side by side.
+DODGE = 0.015
 METHOD = "regularization"
 
 
@@ -122,13 +124,21 @@ def strength_figure(rows: list[ConfigRow], metric: str) -> Figure | None:
         axes.errorbar(
             x, y, yerr=_errors(points, metric), fmt="o", capsize=3, label=f"{_noun(rows)}s"
         )
+        for row, at in zip(points, zip(x, y, strict=True), strict=True):
+            if row.trial is not None:  # which trial each point is, as in report.md
+                axes.annotate(
+                    str(row.trial), at, xytext=(4, 3), textcoords="offset points", fontsize=7
+                )
     else:
         # The settings with the most strengths get a colour and a name; the rest are grey.
         order = sorted(lines, key=lambda label: (-len(lines[label]), label))
         names = label_at_most(order, range(MAX_LEGEND))
-        for label, name in zip(order, names, strict=True):
+        for i, (label, name) in enumerate(zip(order, names, strict=True)):
             points = sorted(lines[label], key=strength)
-            x, y = [strength(r) for r in points], [r.mean(metric) for r in points]
+            # Each line a little to the side (DODGE decades apart): error bars at one strength
+            # would otherwise lie on top of each other.
+            shift = 10 ** (DODGE * (i - (len(order) - 1) / 2)) if name else 1.0
+            x, y = [strength(r) * shift for r in points], [r.mean(metric) for r in points]
             style = {"label": name} if name else {"color": OTHERS_COLOR, "zorder": 1}
             axes.errorbar(x, y, yerr=_errors(points, metric), marker="o", capsize=3, **style)
         others = names.count(None)

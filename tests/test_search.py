@@ -28,10 +28,11 @@ ARGS = [
 def test_search_prunes_hopeless_trials_and_continues_the_study(tmp_path):
     first = run_train_py(ARGS, cwd=tmp_path)
     assert first.returncode == 0, first.stderr[-3000:]
-    # A line per trial (Optuna's), then the summary; each trial's own lines go to train.log.
+    # A line per trial (reglab's), then the summary; each trial's own lines go to train.log.
     console = (first.stdout + first.stderr).splitlines()
-    trials = [line for line in console if line.startswith("Trial ")]
-    assert len(trials) == 6 and all("finished" in t or "pruned" in t for t in trials)
+    trials = [line for line in console if line.startswith("reglab: trial ")]
+    assert len(trials) == 6 and all("best/val/loss=" in t or "pruned" in t for t in trials)
+    assert not [line for line in console if line.startswith("Trial ")]  # Optuna's own
     assert len(console) <= 6 + 4, console
     assert not [line for line in console if "epochs in" in line or "eval mode ok" in line]
     (log,) = (tmp_path / "outputs" / "runs").rglob("train.log")  # the search command's
@@ -69,3 +70,50 @@ def test_search_prunes_hopeless_trials_and_continues_the_study(tmp_path):
     record = json.loads(pointer.read_text())
     assert record["status"] == "ok" and record["search_folder"] == str(folder.resolve())
     assert "reglab sweep: 1 ok, 0 failed" in second.stdout
+
+
+@pytest.mark.slow  # a search of four stand-in trials, about 10 s; CI runs the slow tests
+def test_a_search_prints_one_reglab_line_per_trial_naming_the_metric(tmp_path, monkeypatch, capsys):
+    import re
+
+    from conftest import run_train_in_process
+    from reglab import search
+    from search_support import SEARCH, load
+
+    calls = []
+
+    def fake_run_one(cfg, extra_callbacks=None, **_):
+        calls.append(cfg)
+        if len(calls) == 2:
+            raise optuna.TrialPruned("pruned at epoch 0")
+        if len(calls) == 3:
+            raise ValueError("boom\nsecond line")
+        return 0.8 + float(cfg.optimizer.lr)  # 0.80xxxxxxxx: more digits than anyone reads
+
+    monkeypatch.setattr(search, "run_one", fake_run_one)
+    assert run_train_in_process([*SEARCH, "hparams_search.n_trials=4"], tmp_path) == 0
+    out = capsys.readouterr().out
+    lines = [line for line in out.splitlines() if line.startswith("reglab: trial ")]
+    trials = load(tmp_path).trials
+    assert len(lines) == 4 and len(trials) == 4
+    # Optuna's own line per trial and a failed trial's traceback stay off the console.
+    assert not [line for line in out.splitlines() if line.startswith("Trial ")]
+    assert "finished with value" not in out and "Traceback" not in out
+
+    first, pruned, failed, last = lines
+    value = f"{trials[0].value:.4f}"  # 4 decimals
+    strength = f"{trials[0].params['regularization.strength']:.4g}"  # 4 significant digits
+    assert first.startswith(f"reglab: trial 0: best/val/loss={value} (")
+    assert f"regularization.strength={strength}," in first
+    assert first.endswith("); best so far trial 0")
+    assert pruned.startswith("reglab: trial 1: pruned after 0 epochs (")
+    assert pruned.endswith(f"); best so far trial 0 ({value})")
+    assert failed.startswith("reglab: trial 2: failed: ValueError: boom (")
+    best = 0 if trials[0].value < trials[3].value else 3
+    assert last.startswith(f"reglab: trial 3: best/val/loss={trials[3].value:.4f} (")
+    assert last.endswith(f"; best so far trial {best}" + (f" ({value})" if best == 0 else ""))
+    for line in lines:  # no number longer than 4 decimals or 4 significant digits
+        for shown in re.findall(r"=(-?[0-9.]+(?:e[-+][0-9]+)?)", line):
+            digits = shown.split("e")[0].lstrip("-0.").replace(".", "")
+            assert len(digits) <= 4 or len(shown.split(".")[1]) == 4, line
+    assert f"; best trial {best}: best/val/loss={trials[best].value:.4f} (" in out

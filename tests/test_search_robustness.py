@@ -216,3 +216,91 @@ def test_a_multirun_search_without_completed_trial_fails_its_job(tmp_path, monke
     (job,) = (tmp_path / "outputs" / "multirun").rglob("metrics.json")
     record = json.loads(job.read_text())
     assert record["status"] == "failed" and "no trial of the study completed" in record["error"]
+
+
+def _interrupt_the_second_trial(monkeypatch, how: str) -> list[float]:
+    """Trials end at once with objective = lr; the second is stopped as `how` says."""
+    import signal
+
+    from reglab.errors import RunInterrupted
+
+    lrs: list[float] = []
+
+    def fake_run_one(cfg, extra_callbacks=None, **_):
+        lrs.append(float(cfg.optimizer.lr))
+        if len(lrs) != 2:
+            return lrs[-1]
+        if how == "sigterm":  # outside Lightning: the worker's own handler stops the trial
+            # (never the default action here: it would end the test process)
+            assert signal.getsignal(signal.SIGTERM) not in (signal.SIG_DFL, None)
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)
+            raise AssertionError("SIGTERM did not stop the trial")
+        if how == "fit":  # what SIGTERM or Ctrl-C during Lightning's fit gives
+            raise RunInterrupted("interrupted at epoch 3; resume with ckpt_path=x")
+        from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+        raise SIGTERMException  # Lightning's, on SIGTERM while it tests
+
+    monkeypatch.setattr(search, "run_one", fake_run_one)
+    return lrs
+
+
+@pytest.mark.slow  # two searches in-process, about 10 s; CI runs the slow tests
+@pytest.mark.parametrize("how", ["sigterm", "fit", "lightning_test"])
+def test_a_stopped_worker_fails_its_trial_exits_nonzero_and_the_trial_runs_again(
+    tmp_path, monkeypatch, capsys, how
+):
+    lrs = _interrupt_the_second_trial(monkeypatch, how)
+    assert run_train_in_process([*SEARCH, "hparams_search.n_trials=3"], tmp_path) == 130
+    why = {"sigterm": "stopped by SIGTERM", "fit": "stopped by Ctrl-C at epoch 3"}
+    why["lightning_test"] = why["sigterm"]
+    assert f"reglab: search stopped in trial 1 ({why[how]}): " in capsys.readouterr().err
+    study = load(tmp_path)
+    trials = study.get_trials()
+    assert [t.state for t in trials] == [COMPLETE, FAIL, WAITING]  # none RUNNING, no trial 2 run
+    assert trials[1].user_attrs.get("interrupted") is True
+    assert (
+        json.loads((folder_of(tmp_path) / "trial_0001" / "metrics.json").read_text())["status"]
+        == "interrupted"
+    )
+    # Run again, the interrupted trial's parameters run first (a retry, not interrupted itself).
+    assert run_train_in_process([*SEARCH, "hparams_search.n_trials=1"], tmp_path) == 0
+    trials = load(tmp_path).get_trials()
+    assert [t.state for t in trials] == [COMPLETE, FAIL, COMPLETE]
+    assert lrs[2] == lrs[1] == trials[1].params["optimizer.lr"]
+    assert "interrupted" not in trials[2].user_attrs
+
+
+@pytest.mark.slow  # a worker subprocess trains until it is stopped; CI runs the slow tests
+def test_a_worker_sigtermed_while_training_leaves_its_trial_failed_not_running(tmp_path):
+    import signal
+
+    from conftest import ROOT
+
+    args = [*SEARCH, "hparams_search.n_trials=1", "trainer.max_epochs=1000"]
+    env = {**os.environ, "HYDRA_FULL_ERROR": "0"}
+    env.pop("PYTEST_CURRENT_TEST", None)
+    worker = subprocess.Popen(
+        [sys.executable, str(ROOT / "train.py"), *args],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    trial_dir = folder_of(tmp_path) / "trial_0000"
+    deadline = time.monotonic() + 180
+    while not list(trial_dir.glob("checkpoints/*.ckpt")):  # an epoch done: Lightning is fitting
+        assert worker.poll() is None, worker.communicate()
+        assert time.monotonic() < deadline, "the trial did not start training"
+        time.sleep(0.2)
+    worker.send_signal(signal.SIGTERM)
+    _, stderr = worker.communicate(timeout=120)
+    assert worker.returncode == 130, stderr[-3000:]
+    assert "reglab: search stopped in trial 0 (stopped by SIGTERM at epoch " in stderr
+    assert "Traceback" not in stderr
+    (trial,) = load(tmp_path).get_trials(states=[FAIL])
+    assert trial.user_attrs.get("interrupted") is True
+    assert not load(tmp_path).get_trials(states=[RUNNING])
+    assert json.loads((trial_dir / "metrics.json").read_text())["status"] == "interrupted"

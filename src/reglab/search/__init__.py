@@ -16,7 +16,9 @@ A study keeps the fixed part of its config (all but the searched keys, paths and
 command with another fixed config is refused, as its trials would be ranked against runs of a
 different experiment. Each trial's sampler is seeded by `seed` and the trial's number
 (sampling.py), so a continued study and workers started together draw new parameters. Trials
-left RUNNING by a killed worker are failed and retried once (storage.py).
+left RUNNING by a killed worker are failed and retried once (storage.py); a worker stopped by
+SIGTERM or Ctrl-C fails its trial itself, marked interrupted, and exits non-zero (interrupt.py).
+The console shows reglab's line per trial, not Optuna's (console.py).
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ from typing_extensions import override
 from reglab import checks, log
 from reglab.callbacks.history import epoch_number
 from reglab.config import digest, neutral_config, validate
-from reglab.errors import ConfigError, first_line
+from reglab.errors import ConfigError, RunInterrupted, first_line
 from reglab.records import write_record
 from reglab.registry import Registry
 from reglab.run import (
@@ -50,6 +52,13 @@ from reglab.run import (
     run_one,
 )
 from reglab.search import storage
+from reglab.search.console import TrialLines, number, reglab_trial_lines
+from reglab.search.interrupt import (
+    INTERRUPTED_ATTR,
+    StopOnSigterm,
+    TrialInterrupted,
+    reason,
+)
 from reglab.search.storage import WORKER_ATTR
 from reglab.sweep import in_multirun, write_failure, write_search_pointer
 
@@ -357,7 +366,7 @@ def run_search(cfg: DictConfig) -> float | None:
         ) from missing
     from reglab.search.sampling import PerTrialSeed
 
-    log.route_library_logs()  # Optuna's line per trial: console and train.log
+    log.route_library_logs()  # Optuna's warnings: console and train.log (trial lines: reglab's)
     spec = cfg.hparams_search
     folder = Path(spec.folder)
     check_trial_config(cfg, check_search(cfg), folder)
@@ -375,7 +384,9 @@ def run_search(cfg: DictConfig) -> float | None:
         storage.mark_stale_records(study, storage.fail_stale_trials(study, local), folder)
         study.sampler = PerTrialSeed(make_sampler, cfg.seed)
         ran = run_trials(study, cfg, folder)
-        best = _write_best(study, folder, None if local else storage.shown_url(url))
+        best = _write_best(
+            study, folder, cfg.optimized_metric, None if local else storage.shown_url(url)
+        )
     problem = _problem(study, ran, best)
     if in_multirun():  # the -m job records where the study's trials and best.yaml are
         if problem:  # the sweep summary counts the job failed and exits 1
@@ -408,13 +419,20 @@ def run_trials(study: Any, cfg: DictConfig, folder: Path) -> list[int]:
             return ran
         callbacks.append(storage.stop_at(spec.total_trials))
 
+    sigterm = StopOnSigterm()
+    callbacks += [TrialLines(cfg.optimized_metric, folder), sigterm.stop_after_trial]
+
     def objective(trial: optuna.Trial) -> float:
         ran.append(trial.number)
         trial.set_user_attr(WORKER_ATTR, storage.worker_identity(spec.get("worker")))
-        values = suggest(trial, spec.params)
+        values: dict[str, Any] = {}
         trial_dir = folder / f"trial_{trial.number:04d}"
-        _write_hydra_overrides(trial_dir, trial_overrides(values))
+        sigterm.in_trial = True
         try:
+            if sigterm.received:  # it came between trials, after the last callback
+                raise TrialInterrupted("stopped by SIGTERM")
+            values = suggest(trial, spec.params)
+            _write_hydra_overrides(trial_dir, trial_overrides(values))
             trial_cfg = trial_config(values, trial_dir)
             value = run_one(
                 trial_cfg,
@@ -426,18 +444,39 @@ def run_trials(study: Any, cfg: DictConfig, folder: Path) -> list[int]:
             raise
         except Exception as error:
             _record(trial_dir, "failed", error, values)
+            # Its traceback for train.log; the console's line says the error (TrialLines).
+            log.detail_logger.info(f"trial {trial.number} failed", exc_info=error)
             raise
+        except (KeyboardInterrupt, SystemExit, RunInterrupted) as stop:
+            # Lightning ends fit or test on SIGTERM with a SystemExit, reglab's run with
+            # RunInterrupted: neither would fail the trial in Optuna.
+            trial.set_user_attr(INTERRUPTED_ATTR, True)
+            _record(trial_dir, "interrupted", stop, values)
+            raise TrialInterrupted(reason(stop, sigterm.received)) from None
+        finally:
+            sigterm.in_trial = False
         if value is None:
             raise ConfigError("optimized_metric", "must name a metric for the search to optimize")
         return value
 
-    study.optimize(
-        objective,
-        n_trials=spec.get("n_trials"),
-        callbacks=callbacks,
-        catch=(Exception,),
-        gc_after_trial=True,
-    )
+    try:
+        with sigterm.installed(), reglab_trial_lines():
+            study.optimize(
+                objective,
+                n_trials=spec.get("n_trials"),
+                callbacks=callbacks,
+                catch=(Exception,),
+                gc_after_trial=True,
+            )
+    except TrialInterrupted as stop:
+        trial = next(t for t in study.get_trials(deepcopy=False) if t.number == ran[-1])
+        storage.retry_once(study, trial)  # the same parameters, once, when the search runs again
+        raise RunInterrupted(
+            f"search stopped in trial {trial.number} ({stop}): the trial is marked failed "
+            "(interrupted) and runs again with its parameters when the command is repeated"
+        ) from None
+    if sigterm.received:  # during the last trial's test, or between trials
+        raise RunInterrupted(f"search stopped by SIGTERM after trial {ran[-1] if ran else '-'}")
     return ran
 
 
@@ -463,7 +502,7 @@ def _record(trial_dir: Path, status: str, error: BaseException, values: dict[str
     write_record(trial_dir, {"status": status, "error": first_line(error), "params": values})
 
 
-def _write_best(study: Any, folder: Path, url: str | None) -> float | None:
+def _write_best(study: Any, folder: Path, metric: str, url: str | None) -> float | None:
     """best.yaml for a study with a completed trial (a stale one is removed otherwise).
 
     Workers sharing the folder write in turn, each from the study as the database holds it then,
@@ -496,8 +535,10 @@ def _write_best(study: Any, folder: Path, url: str | None) -> float | None:
         tmp = folder / "best.yaml.tmp"
         tmp.write_text(yaml.safe_dump(record, sort_keys=False))
         tmp.replace(folder / "best.yaml")  # a reader never sees half of it
+    params = ", ".join(f"{key}={number(value)}" for key, value in best.params.items())
     log.info(
-        f"reglab search: {summary}; best {best.value:.4g} at trial {best.number}: {best.params}"
+        f"reglab search: {summary}; best trial {best.number}: {metric}={number(best.value)}"
+        + (f" ({params})" if params else "")
     )
     log.info(f"reglab search: wrote {folder / 'best.yaml'}")
     return float(best.value)

@@ -28,6 +28,7 @@ from omegaconf import DictConfig
 from reglab import log
 from reglab.errors import ConfigError, first_line
 from reglab.records import write_record
+from reglab.search.interrupt import INTERRUPTED_ATTR
 
 # Trial user attribute: the host, process and label of the worker running the trial.
 WORKER_ATTR = "reglab_worker"
@@ -229,14 +230,17 @@ def folder_lock(folder: Path) -> Iterator[None]:
 
 
 def retry_once(study: Any, trial: Any) -> None:
-    """A failed trial whose worker died: the same parameters again, once, as a waiting trial.
+    """A failed trial whose worker died or was stopped: the same parameters again, once, as a
+    waiting trial.
 
-    The copy leaves out the dead worker's identity: it would make the retry look orphaned too.
+    The copy leaves out the worker's identity (it would make the retry look orphaned too) and
+    the mark of an interrupted trial.
     """
     import optuna
 
     clean = copy.copy(trial)
-    clean.user_attrs = {k: v for k, v in trial.user_attrs.items() if k != WORKER_ATTR}
+    dropped = (WORKER_ATTR, INTERRUPTED_ATTR)
+    clean.user_attrs = {k: v for k, v in trial.user_attrs.items() if k not in dropped}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)(study, clean)

@@ -21,6 +21,11 @@ LAYERS = {
     "log_filters": 0,
     "records": 0,
     "lightning_speedups": 0,
+    "targets": 0,
+    "yaml_tags": 0,
+    "csv_logger": 0,
+    "folder_state": 0,
+    "stopping": 0,
     "checks": 1,
     "registry": 1,
     "checkpoint": 1,
@@ -36,14 +41,15 @@ LAYERS = {
     "module": 4,
     "config": 4,
     "plugins": 4,
-    "sweep": 5,
     "run_folder": 5,
     "report": 5,
     "cli": 5,
-    "run": 6,
-    "search": 7,
-    "evaluate": 7,
-    "__init__": 8,
+    # A sweep drops a job equal to an earlier one by the report's own notion of "the same run".
+    "sweep": 6,
+    "run": 7,
+    "search": 8,
+    "evaluate": 8,
+    "__init__": 9,
 }
 
 

@@ -287,7 +287,11 @@ COMMAND_LINE_TYPOS = [
     (["regularisation=l2"], "regularisation", "did you mean regularization?"),
     (["+trainer.max_epoch=3"], "trainer.max_epoch", "did you mean trainer.max_epochs?"),
     (["+trainer.gpus=1"], "trainer.gpus", "Lightning's Trainer"),
-    (["model=selu_net", "model.activation="], "model.activation", "valid: depth, dropout, init, layers, width"),
+    (
+        ["model=selu_net", "model.activation="],
+        "model.activation",
+        "valid: depth, dropout, init, layers, width",
+    ),
     (["model=mlp", "model.activation="], "model.activation", "unknown value ''; valid: elu"),
     (["data=idx", "data.path=~/mnist"], "data.path", """'data.path="~/mnist"'"""),
     (["ckpt_path=~/runs/x"], "ckpt_path", "$HOME/runs/x"),

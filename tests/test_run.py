@@ -193,7 +193,7 @@ def test_a_diverged_run_fails_and_writes_no_metrics(make_cfg, tmp_path, early_st
         "model=mlp", "optimizer=sgd", "optimizer.lr=1e6", f"early_stopping={early_stopping}"
     )
     cfg.trainer.max_epochs = 3
-    with pytest.raises(TrainingDiverged, match=r"diverged at epoch 0 \(train/loss = nan"):
+    with pytest.raises(TrainingDiverged, match=r"diverged at epoch 1 \(train/loss = nan"):
         train(cfg)
     assert not (tmp_path / "run" / "metrics.json").exists()
 

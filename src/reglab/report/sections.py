@@ -9,7 +9,6 @@ zero weights next to the accuracy, per configuration.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy import stats
@@ -17,9 +16,7 @@ from scipy import stats
 from reglab.callbacks.weight_penalty import NEAR_ZERO
 from reglab.report.intervals import SMALL_N, small_n_warning
 from reglab.report.layout import short_label
-
-if TYPE_CHECKING:  # table.py writes report.md with these sections
-    from reglab.report.table import ConfigRow
+from reglab.report.rows import ConfigRow
 
 # Run bookkeeping, not a result: its own section in report.md, never t-tested.
 UNTESTED = ("epochs_run", "wall_time_s", "best_epoch")

@@ -362,6 +362,20 @@ def test_the_composition_hook_is_removed_after_the_run():
         _hydra_cfg(["trainer.max_epoch=3"])
 
 
+def test_the_composition_hook_is_gated_on_the_hydra_releases_it_was_checked_with(monkeypatch):
+    # A private Hydra method is wrapped: on another Hydra release it is left alone.
+    from hydra._internal.config_loader_impl import ConfigLoaderImpl
+
+    from reglab import cli
+
+    assert cli.hydra_is_tested("1.3.2") and cli.hydra_is_tested("1.3.8")
+    assert not cli.hydra_is_tested("1.4.0") and not cli.hydra_is_tested("1.2.0")
+    hydras_own = ConfigLoaderImpl.__dict__["_apply_overrides_to_config"]
+    monkeypatch.setattr(cli, "hydra_version", lambda: "1.4.0")
+    with cli.one_line_composition_errors():
+        assert ConfigLoaderImpl.__dict__["_apply_overrides_to_config"] is hydras_own
+
+
 def test_a_quoted_tilde_path_is_the_home_folder(make_cfg):
     # README: data=idx 'data.path="~/mnist"' (Hydra's grammar needs the quotes).
     from reglab.run import train

@@ -342,7 +342,11 @@ def one_line_composition_errors() -> Iterator[None]:
         yield
         return
     original = ConfigLoaderImpl.__dict__.get("_apply_overrides_to_config")
-    if not isinstance(original, staticmethod) or os.environ.get("HYDRA_FULL_ERROR") == "1":
+    if (
+        not hydra_is_tested(hydra_version())
+        or not isinstance(original, staticmethod)
+        or os.environ.get("HYDRA_FULL_ERROR") == "1"
+    ):
         yield
         return
 
@@ -362,6 +366,25 @@ def one_line_composition_errors() -> Iterator[None]:
         yield
     finally:
         ConfigLoaderImpl._apply_overrides_to_config = original
+
+
+# The Hydra releases whose private `_apply_overrides_to_config` the block above was checked
+# against (1.3.x); any other keeps Hydra's own message (tests/test_config_safety.py).
+TESTED_HYDRA = ((1, 3), (1, 4))
+
+
+def hydra_version() -> str:
+    """The installed hydra-core's version (imported here: `--help` answers before Hydra loads)."""
+    import hydra
+
+    return hydra.__version__
+
+
+def hydra_is_tested(version: str) -> bool:
+    """Whether `version` (e.g. '1.3.8') is one of TESTED_HYDRA's releases: [low, high)."""
+    numbers = tuple(int(part) for part in re.findall(r"\d+", version)[:2])
+    low, high = TESTED_HYDRA
+    return low <= numbers < high
 
 
 def composition_problem(override: Any, cfg: DictConfig) -> str | None:

@@ -87,6 +87,29 @@ def run_train_py(
     )
 
 
+def start_train_py(args: Sequence[str], cwd: Path) -> subprocess.Popen:
+    """`python train.py <args>` started in a subprocess (to signal or kill it), as from a terminal."""
+    env = {**os.environ, "HYDRA_FULL_ERROR": "0"}
+    env.pop("PYTEST_CURRENT_TEST", None)
+    return subprocess.Popen(
+        [sys.executable, str(ROOT / "train.py"), *args],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        # As from a terminal: a test process started in the background (`.ci/run &`) ignores
+        # SIGINT, and its children would inherit that.
+        preexec_fn=_default_sigint,
+    )
+
+
+def _default_sigint() -> None:
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def quiet_trainer(**kwargs) -> L.Trainer:
     """A Trainer without logger, checkpoints, progress bar or summary, for focused tests."""
     quiet = {

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -13,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import ROOT, read_metrics
+from conftest import ROOT, read_metrics, start_train_py
 from reglab.callbacks import RunCheckpoint
 from reglab.errors import ConfigError
 from reglab.run import train
@@ -28,26 +27,6 @@ LONG_RUN = [
     "trainer.enable_progress_bar=false",
     "callbacks.last_checkpoint.min_seconds_between_saves=0",  # last.ckpt every epoch
 ]
-
-
-def _start(args: list[str], cwd: Path) -> subprocess.Popen:
-    env = {**os.environ, "HYDRA_FULL_ERROR": "0"}
-    env.pop("PYTEST_CURRENT_TEST", None)
-    return subprocess.Popen(
-        [sys.executable, str(ROOT / "train.py"), *args],
-        cwd=cwd,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        # As from a terminal: a test process started in the background (`.ci/run &`) ignores
-        # SIGINT, and its children would inherit that.
-        preexec_fn=_default_sigint,
-    )
-
-
-def _default_sigint() -> None:
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _wait_for_last_checkpoint(cwd: Path, process: subprocess.Popen, timeout: float = 180) -> Path:
@@ -65,7 +44,7 @@ def _wait_for_last_checkpoint(cwd: Path, process: subprocess.Popen, timeout: flo
 @pytest.mark.slow  # about 20 s or more; CI runs the slow tests
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_a_signal_stops_the_run_nonzero_recorded_as_interrupted_and_it_resumes(tmp_path, sig):
-    process = _start(LONG_RUN, tmp_path)
+    process = start_train_py(LONG_RUN, tmp_path)
     run_dir = _wait_for_last_checkpoint(tmp_path, process)
     time.sleep(1.0)  # a few more epochs
     process.send_signal(sig)

@@ -276,19 +276,10 @@ def test_a_stopped_worker_fails_its_trial_exits_nonzero_and_the_trial_runs_again
 def test_a_worker_sigtermed_while_training_leaves_its_trial_failed_not_running(tmp_path):
     import signal
 
-    from conftest import ROOT
+    from conftest import start_train_py
 
     args = [*SEARCH, "hparams_search.n_trials=1", "trainer.max_epochs=1000"]
-    env = {**os.environ, "HYDRA_FULL_ERROR": "0"}
-    env.pop("PYTEST_CURRENT_TEST", None)
-    worker = subprocess.Popen(
-        [sys.executable, str(ROOT / "train.py"), *args],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    worker = start_train_py(args, tmp_path)
     trial_dir = folder_of(tmp_path) / "trial_0000"
     deadline = time.monotonic() + 180
     while not list(trial_dir.glob("checkpoints/*.ckpt")):  # an epoch done: Lightning is fitting

@@ -548,3 +548,23 @@ def test_the_last_checkpoint_is_described_one_way():
     seconds = yaml.safe_load((CONF_DIR / "callbacks" / "default.yaml").read_text())
     interval = seconds["last_checkpoint"]["min_seconds_between_saves"]
     assert f"at most every {interval:g} s" in text
+
+
+@pytest.mark.slow  # a whole 20-epoch LSTM run (several seconds to a minute); CI runs the slow tests
+def test_the_lstm_figure_is_what_its_command_gives(tmp_path):
+    # README's sequence-model block: `python train.py model=lstm_net data.layout=sequence  # ...
+    # acc 0.978 (seed 42)`. The figure must come out of that command as typed (thread counts
+    # may move the last digit: within 0.006, i.e. two test images of 360).
+    line = next(
+        line
+        for line in README.read_text().splitlines()
+        if line.startswith("python train.py model=lstm_net data.layout=sequence ")
+    )
+    command, _, comment = line.partition("#")
+    shown = float(re.search(r"acc (0\.\d+) \(seed 42\)", comment).group(1))
+    args = shlex.split(command)[2:]
+    result = run_train_py([*args, "trainer.enable_progress_bar=false"], tmp_path, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    (record,) = [json.loads(p.read_text()) for p in tmp_path.rglob("metrics.json")]
+    assert record["seed"] == 42
+    assert abs(record["test"]["test/acc"] - shown) <= 0.006, record["test"]

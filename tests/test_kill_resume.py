@@ -11,8 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import read_metrics, run_train_py
-from test_interrupts import _start
+from conftest import read_metrics, run_train_py, start_train_py
 
 # Label noise makes the best epoch come early and early stopping end the run some epochs later,
 # so the kill lands between the best epoch and the stop: the resumed run must carry both.
@@ -46,7 +45,7 @@ def _last_epoch(run_dir: Path) -> int | None:
 
 def _kill_after_epoch(cwd: Path, epoch: int, timeout: float = 300) -> Path:
     """Start the run, SIGKILL it once last.ckpt holds a finished epoch >= `epoch`; its folder."""
-    process = _start(RUN, cwd)
+    process = start_train_py(RUN, cwd)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         found = list((cwd / "outputs").glob("runs/*/*/checkpoints/last.ckpt"))

@@ -1,9 +1,11 @@
 """reglab.lightning_speedups: Lightning's logging skips only moves that move nothing, and logs the
-same values; RegLabModule's plain-attribute fast path keeps nn.Module's bookkeeping intact."""
+same values; only a tested Lightning release is patched, and the off switch keeps Lightning's
+method; RegLabModule's plain-attribute fast path keeps nn.Module's bookkeeping intact."""
 
 from __future__ import annotations
 
 import lightning as L
+import pytest
 import torch
 from lightning.pytorch.trainer.connectors.logger_connector.result import _Metadata, _ResultMetric
 
@@ -64,6 +66,34 @@ def test_apply_replaces_the_method_once_and_keeps_lightnings(monkeypatch):
     lightning_speedups.apply()
     assert _ResultMetric.to is patched is not original
     assert getattr(_ResultMetric, lightning_speedups.LIGHTNING_TO) is original
+
+
+@pytest.mark.parametrize(
+    ("version", "switch"), [("2.7.0", None), ("2.5.3", None), ("2.6.6", "0"), ("2.6.0", "off")]
+)
+def test_another_lightning_release_or_the_off_switch_keeps_lightnings_method(
+    monkeypatch, version, switch
+):
+    original = _lightning_to()
+    monkeypatch.setattr(_ResultMetric, "to", original)
+    monkeypatch.delattr(_ResultMetric, lightning_speedups.LIGHTNING_TO, raising=False)
+    monkeypatch.setattr(lightning_speedups, "lightning_version", lambda: version)
+    if switch is not None:
+        monkeypatch.setenv(lightning_speedups.SWITCH, switch)
+    lightning_speedups.apply()
+    assert _ResultMetric.to is original
+    assert not hasattr(_ResultMetric, lightning_speedups.LIGHTNING_TO)
+    assert _fit_logged()["reg/k2"] == 4.0  # Lightning's own code logs as before
+
+
+def test_a_tested_release_without_the_switch_is_patched(monkeypatch):
+    original = _lightning_to()
+    monkeypatch.setattr(_ResultMetric, "to", original)
+    monkeypatch.delattr(_ResultMetric, lightning_speedups.LIGHTNING_TO, raising=False)
+    monkeypatch.setattr(lightning_speedups, "lightning_version", lambda: "2.6.0")
+    monkeypatch.setenv(lightning_speedups.SWITCH, "1")
+    lightning_speedups.apply()
+    assert _ResultMetric.to is not original
 
 
 def test_logged_values_equal_lightnings_own(monkeypatch):

@@ -126,6 +126,22 @@ def test_one_repository_lists_what_hydra_lists(monkeypatch):
     assert "model: cnn, conv3d" in hydra_listing and "hydra/launcher: " in hydra_listing
 
 
+def test_another_hydra_release_lists_help_groups_its_own_way(monkeypatch):
+    # The help hook replaces a private Hydra method: only on the releases it was checked with.
+    from hydra._internal.config_loader_impl import ConfigLoaderImpl
+
+    from reglab import cli
+
+    hydras_own = ConfigLoaderImpl.get_group_options
+    monkeypatch.setattr(ConfigLoaderImpl, "get_group_options", hydras_own)
+    monkeypatch.setattr(cli, "hydra_version", lambda: "1.4.0")
+    list_help_groups_from_one_repository(["--help"])
+    assert ConfigLoaderImpl.get_group_options is hydras_own
+    monkeypatch.setattr(cli, "hydra_version", lambda: "1.3.8")
+    list_help_groups_from_one_repository(["--help"])
+    assert ConfigLoaderImpl.get_group_options is not hydras_own  # monkeypatch restores it
+
+
 def test_builtin_layer_table_is_the_registry():
     import reglab.run  # noqa: F401 - everything a run imports has registered its layers
 

@@ -43,6 +43,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from reglab import checks
 from reglab.errors import ConfigError
+from reglab.releases import is_tested
 from reglab.yaml_tags import tag_problems
 
 # `group=option`, `+group=option`, `group=a,b` (multirun); not `group.key=value` nor `hydra/...`.
@@ -294,10 +295,14 @@ def list_help_groups_from_one_repository(argv: Sequence[str] | None = None) -> N
     Hydra 1.3 deep-copies its whole config repository (every structured config of every plugin)
     for each group it lists, about 130 copies: 1.2 s of the 2.4 s `--help` takes here. The
     listing only reads that copy, so one copy per (primary config, overrides) prints the same
-    help. Only a help command is changed; a Hydra without these internals is left as it is.
+    help. Hydra has no public hook for this: its private `ConfigLoaderImpl.get_group_options` is
+    replaced, in a help command's process only and on the releases in TESTED_HYDRA only; another
+    release (or one without these internals) lists the groups its own way.
     """
     argv = sys.argv[1:] if argv is None else argv
     if not any(arg.partition("=")[0] in _HELP_FLAGS for arg in argv):
+        return
+    if not hydra_is_tested(hydra_version()):
         return
     try:
         from hydra._internal.config_loader_impl import ConfigLoaderImpl
@@ -368,8 +373,9 @@ def one_line_composition_errors() -> Iterator[None]:
         ConfigLoaderImpl._apply_overrides_to_config = original
 
 
-# The Hydra releases whose private `_apply_overrides_to_config` the block above was checked
-# against (1.3.x); any other keeps Hydra's own message (tests/test_config_safety.py).
+# The Hydra releases whose private `_apply_overrides_to_config` and `get_group_options` the two
+# hooks above were checked against (1.3.x); any other keeps Hydra's own message and help listing
+# (tests/test_config_safety.py, tests/test_startup.py).
 TESTED_HYDRA = ((1, 3), (1, 4))
 
 
@@ -382,9 +388,7 @@ def hydra_version() -> str:
 
 def hydra_is_tested(version: str) -> bool:
     """Whether `version` (e.g. '1.3.8') is one of TESTED_HYDRA's releases: [low, high)."""
-    numbers = tuple(int(part) for part in re.findall(r"\d+", version)[:2])
-    low, high = TESTED_HYDRA
-    return low <= numbers < high
+    return is_tested(version, TESTED_HYDRA)
 
 
 def composition_problem(override: Any, cfg: DictConfig) -> str | None:

@@ -110,6 +110,23 @@ def test_total_trials_is_the_budget_of_the_whole_study(tmp_path, trials, capsys)
     assert len(load(tmp_path).trials) == 4
 
 
+@pytest.mark.parametrize("total", [1, 3])
+def test_a_worker_stops_when_the_study_holds_its_total_not_one_trial_later(total):
+    study = optuna.create_study()  # in memory: the budget callback alone, no training
+    study.optimize(lambda trial: 0.0, n_trials=total + 5, callbacks=[storage.stop_at(total)])
+    assert len(study.trials) == total
+
+
+def test_a_retried_failed_trial_does_not_count_against_the_total():
+    study = optuna.create_study()
+    study.add_trial(optuna.trial.create_trial(state=FAIL))  # trial 0, retried as trial 1
+    retry = optuna.trial.create_trial(value=0.0, system_attrs={"retry_history": [0]})
+    study.add_trial(retry)
+    assert storage.counted_trials(study) == 1
+    study.optimize(lambda trial: 0.0, n_trials=10, callbacks=[storage.stop_at(3)])
+    assert len(study.trials) == 4  # the failed trial, its retry and two new ones
+
+
 def test_a_killed_trial_is_retried_once_with_its_parameters(tmp_path, trials):
     study, killed = study_with_a_killed_trial(tmp_path)
     lr = killed.suggest_float("optimizer.lr", 1.0e-4, 1.0e-2, log=True)

@@ -53,16 +53,17 @@ def make_cfg(tmp_path: Path) -> Callable[..., DictConfig]:
 @pytest.fixture
 def trials(monkeypatch: pytest.MonkeyPatch) -> list[DictConfig]:
     """Optuna search trials end at once with objective = the drawn lr (the study machinery is
-    under test, not training); the list collects their configs."""
-    from reglab import search
+    under test, not training); the list collects their configs.
 
+    The stand-in replaces `reglab.run.run_one`, the trial runner the command hands to the search
+    (`run_search(cfg, run_trial=run_one)`)."""
     configs = []
 
     def fake_run_one(cfg: DictConfig, extra_callbacks: list | None = None, **_: Any) -> float:
         configs.append(cfg)
         return float(cfg.optimizer.lr)
 
-    monkeypatch.setattr(search, "run_one", fake_run_one)
+    monkeypatch.setattr("reglab.run.run_one", fake_run_one)
     return configs
 
 

@@ -1,6 +1,7 @@
 """The import graph of src/reglab: one direction of dependencies, no cycles, no private imports.
 
-Dependencies run: entry points -> run -> {module, data, nn, callbacks} -> {penalty maths, nn}.
+Dependencies run: entry points -> {search, evaluate} / run -> {build, summary} -> {module, data,
+nn, callbacks} -> {penalty maths, nn}.
 Every import counts, also the ones inside functions (a lazy import is still a dependency).
 """
 
@@ -47,7 +48,12 @@ LAYERS = {
     "cli": 5,
     # A sweep drops a job equal to an earlier one by the report's own notion of "the same run".
     "sweep": 6,
-    "run": 7,
+    # Building objects from a config: below a run, and all that search and eval need of it.
+    "build": 6,
+    "summary": 7,
+    # One layer: a search and an eval build through `build`, none reaches into a run (a search
+    # is handed its trial runner by the command).
+    "run": 8,
     "search": 8,
     "evaluate": 8,
     "__init__": 9,

@@ -23,9 +23,10 @@ from hydra import compose, initialize_config_dir
 
 from conftest import CONF_DIR, SMALL_RUN, compose_config, run_train_in_process
 from reglab import checkpoint
+from reglab.build import build_data_and_model
 from reglab.errors import ConfigError
 from reglab.evaluate import evaluate
-from reglab.run import build_data_and_model, train
+from reglab.run import train
 
 TRAIN = [*SMALL_RUN, "trainer.max_epochs=2"]
 

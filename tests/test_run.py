@@ -173,7 +173,8 @@ def test_what_lightning_warns_about_the_model_summary_is_noted_in_its_file(
 
 
 def test_the_header_gives_drawn_values_in_four_significant_digits(make_cfg, tmp_path):
-    from reglab.run import build_data_and_model, header
+    from reglab.build import build_data_and_model
+    from reglab.summary import header
 
     cfg = make_cfg(
         "model=mlp",

@@ -77,7 +77,6 @@ def test_a_search_prints_one_reglab_line_per_trial_naming_the_metric(tmp_path, m
     import re
 
     from conftest import run_train_in_process
-    from reglab import search
     from search_support import SEARCH, load
 
     calls = []
@@ -90,7 +89,7 @@ def test_a_search_prints_one_reglab_line_per_trial_naming_the_metric(tmp_path, m
             raise ValueError("boom\nsecond line")
         return 0.8 + float(cfg.optimizer.lr)  # 0.80xxxxxxxx: more digits than anyone reads
 
-    monkeypatch.setattr(search, "run_one", fake_run_one)
+    monkeypatch.setattr("reglab.run.run_one", fake_run_one)
     assert run_train_in_process([*SEARCH, "hparams_search.n_trials=4"], tmp_path) == 0
     out = capsys.readouterr().out
     lines = [line for line in out.splitlines() if line.startswith("reglab: trial ")]

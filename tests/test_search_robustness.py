@@ -180,7 +180,7 @@ def test_no_completed_trial_exits_1_without_best_yaml(tmp_path, monkeypatch, cap
     def failing_run_one(cfg, extra_callbacks=None, **_):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(search, "run_one", failing_run_one)
+    monkeypatch.setattr("reglab.run.run_one", failing_run_one)
     assert run_train_in_process(SEARCH, tmp_path) == 1
     assert "reglab: error: no trial of the study completed" in capsys.readouterr().err
     folder = folder_of(tmp_path)
@@ -198,7 +198,7 @@ def test_a_command_whose_trials_all_fail_exits_1_and_keeps_the_best(tmp_path, tr
     def failing_run_one(cfg, extra_callbacks=None, **_):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(search, "run_one", failing_run_one)
+    monkeypatch.setattr("reglab.run.run_one", failing_run_one)
     assert run_train_in_process(SEARCH, tmp_path) == 1
     assert yaml.safe_load((folder_of(tmp_path) / "best.yaml").read_text()) == {
         **best,
@@ -211,7 +211,7 @@ def test_a_multirun_search_without_completed_trial_fails_its_job(tmp_path, monke
     def failing_run_one(cfg, extra_callbacks=None, **_):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(search, "run_one", failing_run_one)
+    monkeypatch.setattr("reglab.run.run_one", failing_run_one)
     assert run_train_in_process(["-m", *SEARCH], tmp_path) == 1
     (job,) = (tmp_path / "outputs" / "multirun").rglob("metrics.json")
     record = json.loads(job.read_text())
@@ -242,7 +242,7 @@ def _interrupt_the_second_trial(monkeypatch, how: str) -> list[float]:
 
         raise SIGTERMException  # Lightning's, on SIGTERM while it tests
 
-    monkeypatch.setattr(search, "run_one", fake_run_one)
+    monkeypatch.setattr("reglab.run.run_one", fake_run_one)
     return lrs
 
 

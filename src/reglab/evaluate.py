@@ -27,20 +27,18 @@ from typing import Any
 import lightning as L
 import torch
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.errors import InstantiationException
-from hydra.utils import instantiate
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 import reglab
 from reglab import checkpoint, log
+from reglab.build import build_controls, build_data_and_model, instantiate
 from reglab.callbacks import MCDropout
 from reglab.callbacks.history import FIRST_EPOCH
 from reglab.config import print_config, validate
-from reglab.errors import ConfigError, find_config_error, first_line
+from reglab.errors import ConfigError, first_line
 from reglab.module import RegLabModule
 from reglab.plugins import import_plugins
-from reglab.run import build_controls, build_data_and_model
 
 EVAL_RECORD = "eval_metrics.json"
 RUN_CONFIG = Path(".hydra") / "config.yaml"  # what Hydra saved when the run started
@@ -222,22 +220,17 @@ def _check_only_mc_dropout(controls: dict[str, L.Callback]) -> None:
 
 def _trainer(job: DictConfig, callbacks: list[L.Callback]) -> L.Trainer:
     """The run's trainer settings (precision, devices, test batch limits), for testing only."""
-    try:
-        return instantiate(
-            job.trainer,
-            callbacks=callbacks,
-            logger=False,
-            enable_checkpointing=False,
-            enable_model_summary=False,
-            # Off a terminal (a log file, a batch job) the bar would be written as text.
-            enable_progress_bar=bool(job.trainer.get("enable_progress_bar", True))
-            and sys.stdout.isatty(),
-        )
-    except InstantiationException as error:
-        found = find_config_error(error)
-        if found is not None:
-            raise found.under("trainer") from None
-        raise ConfigError("trainer", first_line(error.__cause__ or error)) from None
+    return instantiate(
+        job.trainer,
+        "trainer",
+        callbacks=callbacks,
+        logger=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        # Off a terminal (a log file, a batch job) the bar would be written as text.
+        enable_progress_bar=bool(job.trainer.get("enable_progress_bar", True))
+        and sys.stdout.isatty(),
+    )
 
 
 @rank_zero_only

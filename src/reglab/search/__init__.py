@@ -39,18 +39,12 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from typing_extensions import override
 
 from reglab import checks, log
+from reglab.build import build_controls, build_data_and_model, check_optimized_metric, config_path
 from reglab.callbacks.history import epoch_number
 from reglab.config import digest, neutral_config, validate
 from reglab.errors import ConfigError, RunInterrupted, first_line
 from reglab.records import write_record
 from reglab.registry import Registry
-from reglab.run import (
-    build_controls,
-    build_data_and_model,
-    check_optimized_metric,
-    config_path,
-    run_one,
-)
 from reglab.search import storage
 from reglab.search.console import TrialLines, number, reglab_trial_lines
 from reglab.search.interrupt import (
@@ -69,6 +63,8 @@ PRUNERS: Registry[Callable[..., Any]] = Registry("pruner")
 PARAM_TYPES: Registry[Callable[..., Any]] = Registry("parameter type")
 
 DIRECTIONS = ("minimize", "maximize")
+# What runs a trial: run_one(trial_cfg, extra_callbacks=[...], one_of_many=True) -> objective.
+TrialRunner = Callable[..., "float | None"]
 # Study user attributes: the fixed config the study's trials ran with, and its digest.
 FIXED_CONFIG_ATTR = "reglab_fixed_config"
 FIXED_DIGEST_ATTR = "reglab_fixed_config_digest"
@@ -352,8 +348,11 @@ def _flat(node: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
         yield prefix.rstrip("."), node
 
 
-def run_search(cfg: DictConfig) -> float | None:
+def run_search(cfg: DictConfig, run_trial: TrialRunner) -> float | None:
     """Run this worker's trials of the study; write best.yaml; return the study's best value.
+
+    `run_trial` runs one trial's config as a run (`reglab.run.run_one`, which the command
+    passes; a test passes a stand-in).
 
     Exits 1 (a multirun job: records the job failed) when the study has no completed trial, or
     when every trial this command ran failed.
@@ -383,7 +382,7 @@ def run_search(cfg: DictConfig) -> float | None:
         )
         storage.mark_stale_records(study, storage.fail_stale_trials(study, local), folder)
         study.sampler = PerTrialSeed(make_sampler, cfg.seed)
-        ran = run_trials(study, cfg, folder)
+        ran = run_trials(study, cfg, folder, run_trial)
         best = _write_best(
             study, folder, cfg.optimized_metric, None if local else storage.shown_url(url)
         )
@@ -399,8 +398,9 @@ def run_search(cfg: DictConfig) -> float | None:
     return best
 
 
-def run_trials(study: Any, cfg: DictConfig, folder: Path) -> list[int]:
-    """Run `n_trials` trials (or until the study holds `total_trials`); return their numbers.
+def run_trials(study: Any, cfg: DictConfig, folder: Path, run_trial: TrialRunner) -> list[int]:
+    """Run `n_trials` trials (or until the study holds `total_trials`) with `run_trial`; return
+    their numbers.
 
     Other workers may add trials to the study meanwhile.
     """
@@ -434,7 +434,7 @@ def run_trials(study: Any, cfg: DictConfig, folder: Path) -> list[int]:
             values = suggest(trial, spec.params)
             _write_hydra_overrides(trial_dir, trial_overrides(values))
             trial_cfg = trial_config(values, trial_dir)
-            value = run_one(
+            value = run_trial(
                 trial_cfg,
                 extra_callbacks=[OptunaPruning(trial, trial_cfg.monitor)],
                 one_of_many=True,

@@ -542,10 +542,10 @@ def test_the_version_is_one_number_everywhere():
 
 def test_the_last_checkpoint_is_described_one_way():
     # `last.ckpt` is written at most every `min_seconds_between_saves` and at the final epoch
-    # (conf/callbacks/default.yaml): no README sentence may say "overwritten each epoch".
+    # (conf/callbacks/last_checkpoint.yaml): no README sentence may say "overwritten each epoch".
     text = " ".join(README.read_text().split())
     assert "overwritten each epoch" not in text
-    seconds = yaml.safe_load((CONF_DIR / "callbacks" / "default.yaml").read_text())
+    seconds = yaml.safe_load((CONF_DIR / "callbacks" / "last_checkpoint.yaml").read_text())
     interval = seconds["last_checkpoint"]["min_seconds_between_saves"]
     assert f"at most every {interval:g} s" in text
 

@@ -29,7 +29,7 @@ from reglab.records import read_record
 
 CHECKPOINTS = "checkpoints"
 LAST = "last.ckpt"
-BEST_PATTERN = "epoch_*.ckpt"  # conf/callbacks/default.yaml's model_checkpoint filename
+BEST_PATTERN = "epoch_*.ckpt"  # conf/callbacks/model_checkpoint.yaml's filename
 WHICH = ("last", "best")
 # What Lightning needs besides the weights to continue training (absent with save_weights_only).
 RESUME_KEYS = ("optimizer_states", "loops")

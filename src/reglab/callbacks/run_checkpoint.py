@@ -1,5 +1,6 @@
 """Lightning's ModelCheckpoint that keeps its bookkeeping when a run resumes into a new folder;
-`conf/callbacks/default.yaml` uses it for the best and the last checkpoint.
+`conf/callbacks/model_checkpoint.yaml` and `last_checkpoint.yaml` use it for the best and the last
+checkpoint.
 
 It saves exactly as ModelCheckpoint does. The difference is on resume: Lightning forgets the best
 score and the best file when the checkpoint folder changed (a resumed run writes into its own
@@ -8,7 +9,7 @@ used a different checkpoint than the best epoch reported. Here the checkpoints t
 are copied into the new folder and the state is re-pointed there: the resumed run keeps
 comparing against the true best, as the uninterrupted run does.
 
-`min_seconds_between_saves` (the `last` checkpoint in conf/callbacks/default.yaml: 30 s) skips an
+`min_seconds_between_saves` (conf/callbacks/last_checkpoint.yaml: 30 s) skips an
 epoch-end write when the previous one is more recent, except at the final epoch, which is always
 written. A checkpoint write costs about as much as training a small net for a few batches, so
 writing one every epoch made short runs markedly slower; a kill -9 now loses at most that many

@@ -1,5 +1,5 @@
 """Writes the model summary (layers, parameters, shapes, FLOPs) to `model_summary.txt` in the run
-folder instead of the console; `conf/callbacks/default.yaml` enables it (`model_summary`).
+folder instead of the console; `conf/callbacks/model_summary.yaml` enables it (in `callbacks=default`).
 
 It does not change training. The console header already gives the parameter count. What Lightning
 warns about the table (e.g. an inexact size estimate under bf16-mixed) is noted in the file, not

@@ -30,9 +30,12 @@ LAYERS = {
     "stopping": 0,
     "checks": 1,
     "registry": 1,
+    # Which way each metric improves: declared by whoever logs it, read without torch.
+    "metric_directions": 1,
     "checkpoint": 1,
     "log": 1,
     "names": 2,
+    "tasks": 2,
     "regularization": 2,
     "augment": 2,
     "optim": 2,

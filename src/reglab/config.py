@@ -17,18 +17,18 @@ import yaml
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
+import reglab.tasks  # noqa: F401 - registers the built-in tasks, which declare their metrics
 from reglab import checks
 from reglab.errors import ConfigError
 from reglab.log import rank_zero_only  # Lightning's, its rank set without importing Lightning
+from reglab.metric_directions import improves_toward
+from reglab.metric_directions import names as metric_names
 from reglab.names import TRAINER_ARGUMENTS, strategy_names
 from reglab.targets import escape
 
 # Config groups whose option is one callback that acts on training (an empty option: nothing).
 CONTROL_GROUPS = ("regularization", "dropout", "batchnorm", "augmentation", "early_stopping")
 MONITOR_MODES = ("auto", "min", "max")
-# Which way a validation metric improves, by the last part of its name (val/acc -> acc).
-IMPROVES_UPWARD = ("acc", "f1", "r2", "mc_acc")
-IMPROVES_DOWNWARD = ("loss", "mse", "mae", "mc_loss", "mc_entropy", "mc_spread")
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")
 PRECISIONS = (
     "16-true", "16-mixed", "bf16-true", "bf16-mixed", "32-true", "64-true",
@@ -221,14 +221,16 @@ def validate_early_stopping(stopper: DictConfig, monitor: str) -> None:
             checks.number(f"early_stopping.{key}", stopper.get(key))
     mode = checks.choice("early_stopping.mode", stopper.get("mode", "min"), ("min", "max"))
     watched = stopper.get("monitor", monitor)
-    natural = _improves_toward(str(watched))
+    natural = improves_toward(str(watched))
     if watched == monitor and natural is None:  # a metric of the user's own, with monitor_mode
         return
+    if natural is None and str(watched).startswith(("val/", "train/")) and controls_unloaded():
+        return  # perhaps a control's metric: the run checks it again once they are imported
     if natural is None or not str(watched).startswith(("val/", "train/")):
         raise ConfigError(
             "early_stopping.monitor",
             f"{watched!r} is not a metric reglab logs (val/ or train/ + "
-            f"{', '.join(IMPROVES_UPWARD + IMPROVES_DOWNWARD)}); it would fail mid-run",
+            f"{', '.join(metric_names())}); it would fail mid-run",
         )
     if mode != natural:
         raise ConfigError(
@@ -237,9 +239,15 @@ def validate_early_stopping(stopper: DictConfig, monitor: str) -> None:
         )
 
 
-def _improves_toward(metric: str) -> str | None:
-    name = metric.rsplit("/", 1)[-1]
-    return "max" if name in IMPROVES_UPWARD else "min" if name in IMPROVES_DOWNWARD else None
+def controls_unloaded() -> bool:
+    """Whether the controls are not imported yet, so their metrics' directions are not declared.
+
+    Metric directions are declared by the code that logs them (reglab.metric_directions): a
+    task's with the task, a control's (MC dropout's val/mc_acc) when reglab.callbacks is
+    imported. train.py's early check runs before that; a name it does not know is left to the
+    run's check, which answers the same once they are.
+    """
+    return "reglab.callbacks" not in sys.modules
 
 
 def check_targets(cfg: DictConfig) -> None:
@@ -326,13 +334,14 @@ def _raw_targets(node: Any, key: str, path: str) -> Iterator[tuple[str, str, Any
 def monitor_mode(monitor: str, mode: str) -> str:
     """`min` or `max` for `monitor`: `auto` derives it; a mode against the metric is refused."""
     checks.choice("monitor_mode", mode, MONITOR_MODES)
-    name = monitor.rsplit("/", 1)[-1]
-    natural = "max" if name in IMPROVES_UPWARD else "min" if name in IMPROVES_DOWNWARD else None
+    natural = improves_toward(monitor)
     if mode == "auto":
+        if natural is None and controls_unloaded():
+            return mode  # settled by the run's check (see controls_unloaded)
         if natural is None:
             raise ConfigError(
                 "monitor",
-                f"{monitor!r} is not a metric reglab logs ({', '.join(IMPROVES_UPWARD + IMPROVES_DOWNWARD)} "
+                f"{monitor!r} is not a metric reglab logs ({', '.join(metric_names())} "
                 "under val/); for a metric of your own set monitor_mode=min or max",
             )
         return natural

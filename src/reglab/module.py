@@ -1,4 +1,7 @@
-"""The one LightningModule: a net from the layer catalogue + a task (classification/regression).
+"""The one LightningModule: a net from the layer catalogue + a task (reglab.tasks).
+
+The task (the data's: classification, regression, or one a plugin registers) gives the loss,
+the metrics, the output shape and the prediction transform.
 
 Metrics are torchmetrics objects computed once per epoch. Steps only keep their detached outputs;
 the metrics see the whole epoch in one update at its end, which costs a fraction of a per-step
@@ -13,22 +16,19 @@ from typing import Any
 
 import lightning as L
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torchmetrics import MeanMetric, MetricCollection
-from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
-from torchmetrics.regression import MeanAbsoluteError, MeanSquaredError, R2Score
 from typing_extensions import override
 
 from reglab import checks
 from reglab.errors import ConfigError
 from reglab.nn import build_net
 from reglab.optim import build_optimizer, build_scheduler
+from reglab.tasks import CLASSIFICATION, LOSS, TASKS
 
 STAGES = ("train", "val", "test")
 # Attributes Lightning rewrites around each hook call; never a tensor or module.
 PLAIN_ATTRIBUTES = frozenset({"_current_fx_name"})
-TASKS = ("classification", "regression")
 
 
 class RegLabModule(L.LightningModule):
@@ -39,7 +39,7 @@ class RegLabModule(L.LightningModule):
         model: dict,
         input_shape: list[int],
         num_outputs: int,
-        task: str = "classification",
+        task: str = CLASSIFICATION,
         optimizer: dict | None = None,
         scheduler: dict | None = None,
         monitor: str = "val/loss",
@@ -50,21 +50,24 @@ class RegLabModule(L.LightningModule):
         label_smoothing: float = 0.0,
     ) -> None:
         super().__init__()
-        checks.choice("task", task, TASKS)
+        checks.choice("task", task, TASKS.names())
         check_label_smoothing(label_smoothing, task)
         self.save_hyperparameters()
+        self._task = TASKS.get(task)
         self.net = build_net(
             model,
             input_shape,
             num_outputs,
             input_dtype=getattr(torch, input_dtype),
             vocab_size=vocab_size,
-            output_shape=_output_shape(task, num_outputs, target_shape),
+            output_shape=self._task.output_shape(num_outputs, target_shape),
         )
         self.task = task
         self.label_smoothing = label_smoothing
         self.log_every_step = log_every_step
-        template = _metrics(task, num_outputs)
+        template = MetricCollection(
+            {name: metric.build(num_outputs) for name, metric in self._task.metrics.items()}
+        )
         # Keyed "<stage>_" because nn.Module already has an attribute named `train`.
         self.losses = nn.ModuleDict({f"{stage}_": MeanMetric() for stage in STAGES})
         self.metrics = nn.ModuleDict(
@@ -98,24 +101,19 @@ class RegLabModule(L.LightningModule):
     def metric_names(self, stage: str) -> list[str]:
         """Names this module logs for `stage`, e.g. val/loss, val/acc, val/f1."""
         return [
-            f"{stage}/loss",
+            f"{stage}/{LOSS}",
             *(f"{stage}/{name}" for name in self.metrics["train_"].keys(keep_base=True)),
         ]
 
     @override
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Raw net outputs: logits for classification, predictions for regression."""
+        """Raw net outputs (logits for classification, predictions for regression)."""
         return self.net(x)
 
     def loss(self, outputs: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Cross-entropy (hard or soft targets, optionally label-smoothed) or mean squared error.
-
-        Label smoothing as torch defines it (Szegedy et al. 2016): the target distribution is
-        (1 - eps) * target + eps / classes, for class labels and for mixup/cutmix soft targets alike.
-        """
-        if self.task == "classification":
-            return F.cross_entropy(outputs, y, label_smoothing=self.label_smoothing)
-        return F.mse_loss(outputs, y)
+        """The task's loss: cross-entropy (hard or soft targets, optionally label-smoothed) for
+        classification, mean squared error for regression."""
+        return self._task.loss(outputs, y, self.label_smoothing)
 
     def _step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
         x, y = batch
@@ -143,10 +141,10 @@ class RegLabModule(L.LightningModule):
 
     @override
     def predict_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-        """Class probabilities, or regression outputs (MC dropout: `reglab.nn.modes.mc_predict`)."""
+        """The task's predictions: class probabilities, or regression outputs (MC dropout:
+        `reglab.nn.modes.mc_predict`)."""
         x = batch[0] if isinstance(batch, (tuple, list)) else batch
-        outputs = self(x)
-        return outputs.softmax(dim=-1) if self.task == "classification" else outputs
+        return self._task.predict(self(x))
 
     def epoch_data_loss(self, stage: str) -> float | None:
         """Mean loss of the steps of the running epoch (None before its first step)."""
@@ -166,7 +164,7 @@ class RegLabModule(L.LightningModule):
     def _computed(self, stage: str) -> dict[str, torch.Tensor]:
         # compute() syncs across processes, and caches its result until the next update.
         return {
-            f"{stage}/loss": self.losses[f"{stage}_"].compute(),
+            f"{stage}/{LOSS}": self.losses[f"{stage}_"].compute(),
             **self.metrics[f"{stage}_"].compute(),
         }
 
@@ -179,9 +177,7 @@ class RegLabModule(L.LightningModule):
         loss.reset()
         metrics.reset()
         outputs, targets, loss_sums = (torch.cat(part) for part in _unzip(pending))
-        if targets.dtype.is_floating_point and self.task == "classification":
-            targets = targets.argmax(dim=1)  # soft targets (mixup/cutmix): dominant class
-        metrics.update(_for_metrics(outputs, self.task), _for_metrics(targets, self.task))
+        metrics.update(*self._task.scored(outputs, targets))
         loss.update(loss_sums.sum() / len(outputs), weight=len(outputs))
         # Logged as computed values, not as the Metric objects: Lightning's bookkeeping of a
         # logged Metric costs about 1.7 ms a value per epoch. compute() has already reduced them
@@ -216,51 +212,15 @@ class RegLabModule(L.LightningModule):
 
 
 def check_label_smoothing(label_smoothing: float, task: str) -> float:
-    """`label_smoothing` in [0, 1), and 0 unless the task is classification."""
+    """`label_smoothing` in [0, 1), and 0 unless the task's targets are class labels."""
     checks.probability("label_smoothing", label_smoothing, allow_one=False)
-    if label_smoothing and task != "classification":
+    if label_smoothing and not TASKS.get(task, "task").class_labels:
         raise ConfigError(
             "label_smoothing", f"applies to classification only; the data's task is {task}"
         )
     return label_smoothing
 
 
-def _metrics(task: str, num_outputs: int) -> MetricCollection:
-    if task == "classification":
-        return MetricCollection(
-            {
-                "acc": MulticlassAccuracy(num_classes=num_outputs, average="micro"),
-                "f1": MulticlassF1Score(num_classes=num_outputs, average="macro"),
-            }
-        )
-    return MetricCollection(
-        {
-            # MSE/MAE average over every output. R2 pools the outputs, 1 - SSE / SST over all of
-            # them (sklearn's variance_weighted): an image target's constant border pixels have
-            # no variance, and a per-output average would divide by it.
-            "mse": MeanSquaredError(),
-            "mae": MeanAbsoluteError(),
-            "r2": R2Score(multioutput="variance_weighted"),
-        }
-    )
-
-
-def _output_shape(task: str, num_outputs: int, target_shape: list[int] | None) -> tuple[int, ...]:
-    # What a net without a head must produce: class scores, or one value per target element
-    # (a denoising target is a whole image).
-    if task == "regression" and target_shape:
-        return tuple(target_shape)
-    return (num_outputs,)
-
-
 def _unzip(rows: list[tuple]) -> tuple[list, list, list]:
     outputs, targets, loss_sums = zip(*rows, strict=True)
     return list(outputs), list(targets), [t.reshape(1) for t in loss_sums]
-
-
-def _for_metrics(t: torch.Tensor, task: str) -> torch.Tensor:
-    # Regression metrics take (N, outputs): an image target is 64 outputs; one output is (N,).
-    if task == "regression":
-        t = t.reshape(len(t), -1)
-        return t.squeeze(1) if t.shape[1] == 1 else t
-    return t

@@ -35,6 +35,7 @@ from reglab.augment import MIXES, OPS, Mixing, Op
 from reglab.callbacks.control import Control
 from reglab.errors import ConfigError
 from reglab.registry import Registry
+from reglab.tasks import task_name, task_of
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 # How many samples of the first training batch the picture shows (a 4 x 4 grid a side).
@@ -100,7 +101,6 @@ class BatchAugmentation(Control):
         """Refuse ops on token ids, image ops on non-image data and mixing on regression; build."""
         shape = tuple(pl_module.hparams.get("input_shape", ()))
         dtype = input_dtype(pl_module.hparams.get("input_dtype", "float32"))
-        task = getattr(pl_module, "task", "classification")
         for step in [*self.ops, *([self.mix] if self.mix else [])]:
             if not dtype.is_floating_point and not step.entry.takes_tokens:
                 raise ConfigError(
@@ -116,10 +116,10 @@ class BatchAugmentation(Control):
                     f"{describe_inputs(shape, dtype)}: use augmentation=noise, mixup or none "
                     "(or data.layout=image)",
                 )
-        if self.mix and task != "classification":
+        if self.mix and not task_of(pl_module).class_labels:
             raise ConfigError(
                 "mix",
-                f"{self.mix.name} mixes class labels, the data's task is {task}: "
+                f"{self.mix.name} mixes class labels, the data's task is {task_name(pl_module)}: "
                 "use augmentation=noise or none",
             )
         self.pipeline = nn.Sequential(*(step.build(shape) for step in self.ops))

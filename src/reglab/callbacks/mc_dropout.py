@@ -7,7 +7,8 @@ itself, whose eval fast path would skip its dropout: `reglab.nn.modes.dropout_on
 stays in eval and its running statistics are untouched), averages `samples` stochastic softmax
 outputs at the rates the model was built with (`model.dropout`), restores every mode, and
 logs `<stage>/mc_acc`, `<stage>/mc_loss` (NLL of the mean), the mean predictive entropy
-`<stage>/mc_entropy` and `<stage>/mc_spread` (mean std across passes). The sanity check is
+`<stage>/mc_entropy` and `<stage>/mc_spread` (mean std across passes); it declares which way
+each improves (reglab.metric_directions, read by the early-stopping check). The sanity check is
 skipped. `trainer.predict` stays deterministic: MC predictions are the explicit function
 `reglab.nn.modes.mc_predict(model.net, x, samples)`.
 """
@@ -25,11 +26,15 @@ from typing_extensions import override
 from reglab import checks
 from reglab.callbacks.control import Control
 from reglab.errors import ConfigError
+from reglab.metric_directions import declare
 from reglab.nn.modes import dropout_carriers, mc_predict
+from reglab.tasks import task_of
 
 STAGES = ("val", "test")
 # The metric prefix of each evaluation stage; the sanity check is not one of them.
 STAGE_PREFIX = {RunningStage.VALIDATING: "val", RunningStage.TESTING: "test"}
+# What it logs per stage, and which way each improves.
+METRICS = declare({"mc_acc": "max", "mc_loss": "min", "mc_entropy": "min", "mc_spread": "min"})
 
 
 class MCDropout(Control):
@@ -51,14 +56,14 @@ class MCDropout(Control):
                 "MC dropout needs a model with dropout layers (or DropPath, attention dropout, or "
                 "LSTM/GRU dropout between layers: num_layers > 1); this model has none",
             )
-        if getattr(pl_module, "task", "classification") != "classification":
+        if not task_of(pl_module).class_labels:
             raise ConfigError("", "MC dropout metrics are defined for classification")
 
     @override
     def metric_names(self, stage: str) -> list[str]:
         if stage not in self.stages:
             return []
-        return [f"{stage}/mc_{name}" for name in ("acc", "loss", "entropy", "spread")]
+        return [f"{stage}/{name}" for name in METRICS]
 
     def _stage(self, trainer: L.Trainer) -> str | None:
         """'val' or 'test' when MC metrics are wanted for the running stage, else None."""

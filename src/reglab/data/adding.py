@@ -20,12 +20,13 @@ import numpy as np
 from reglab import checks
 from reglab.data.base import MAX_VALUES, TensorDataModule, count
 from reglab.errors import ConfigError
+from reglab.tasks import REGRESSION
 
 
 class AddingDataModule(TensorDataModule):
     """(N, length, 2) sequences of values and two markers; the target: the sum of marked values."""
 
-    task = "regression"
+    task = REGRESSION
 
     def __init__(self, length: int = 50, n_samples: int = 5000, **kwargs) -> None:
         # Two steps at least: one marker in each half.

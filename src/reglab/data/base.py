@@ -1,7 +1,9 @@
 """The base of every reglab data set: arrays in memory, seeded splits, train-only standardization.
 
-Subclasses implement `load_arrays` and set `task`; the base class splits, standardizes, moves the
-tensors to the training device once in `setup`, and serves `TensorBatchLoader` batches.
+Subclasses implement `load_arrays` and set `task` (a name of reglab.tasks, whose entry decides
+stratified splits, label checks and target standardization); the base class splits,
+standardizes, moves the tensors to the training device once in `setup`, and serves
+`TensorBatchLoader` batches.
 
 Token data (a subclass whose `vocab_size` is an int) keeps integer inputs: int64 tensors in
 [0, vocab_size), never standardized, carried unchanged by every split and degradation knob.
@@ -23,6 +25,7 @@ from sklearn.model_selection import train_test_split
 from reglab import checks
 from reglab.data.loader import TensorBatchLoader
 from reglab.errors import ConfigError
+from reglab.tasks import CLASSIFICATION, Task, task_of
 
 # The most values (samples x features) a generated data set may hold: 4 GB as float32.
 MAX_VALUES = 10**9
@@ -43,7 +46,7 @@ class TensorDataModule(L.LightningDataModule):
     `target_shape`, `num_classes`, `num_outputs` and `noisy_input_mse`.
     """
 
-    task: str = "classification"
+    task: str = CLASSIFICATION
 
     def __init__(
         self,
@@ -75,7 +78,7 @@ class TensorDataModule(L.LightningDataModule):
             checks.number(key, value, 0.0, 1.0, low_open=True, high_open=True)
         checks.number("train_fraction", train_fraction, 0.0, 1.0, low_open=True)
         checks.probability("label_noise", label_noise)
-        if label_noise and self.task != "classification":
+        if label_noise and not self._task.class_labels:
             raise ConfigError("label_noise", "applies to classification data only")
         if val_fraction + test_fraction >= 1:
             raise ConfigError("val_fraction", "val_fraction + test_fraction must be < 1")
@@ -110,12 +113,16 @@ class TensorDataModule(L.LightningDataModule):
         if self.standardize and self.vocab_size is None:
             mean, std = self.input_moments(parts["train"][0])
             parts = {k: ((x - mean) / std, y) for k, (x, y) in parts.items()}
-        if self.task == "regression" and self.standardize_target:
+        if self._task.standardize_targets and self.standardize_target:
             mean, std = _moments(parts["train"][1])
             parts = {k: (x, (y - mean) / std) for k, (x, y) in parts.items()}
         return parts
 
     # --- what the rest of reglab reads --------------------------------------------------------
+    @property
+    def _task(self) -> Task:
+        return task_of(self)
+
     @property
     def input_shape(self) -> tuple[int, ...]:
         """Shape of one input sample (no batch dimension)."""
@@ -143,17 +150,15 @@ class TensorDataModule(L.LightningDataModule):
 
     @property
     def num_classes(self) -> int | None:
-        """Number of classes for classification, None for regression."""
-        if self.task != "classification":
+        """Number of classes for class labels (classification), None for other targets."""
+        if not self._task.class_labels:
             return None
         return int(max(int(s.y.max()) for s in self.splits.values())) + 1
 
     @property
     def num_outputs(self) -> int:
         """Width of the net's output: classes, or the number of target values (of `target_shape`)."""
-        if self.task == "classification":
-            return int(self.num_classes)
-        return math.prod(self.target_shape)
+        return self._task.num_outputs(self.num_classes, self.target_shape)
 
     @cached_property
     def splits(self) -> dict[str, Split]:
@@ -196,14 +201,14 @@ class TensorDataModule(L.LightningDataModule):
                 f"token inputs must be whole numbers in [0, {vocab}), found values in "
                 f"[{x.min():g}, {x.max():g}]",
             )
-        if self.task == "classification":
+        if self._task.class_labels:
             if np.any(y != np.round(y)):
                 raise ConfigError("", "class labels must be whole numbers")
             if y.min() < 0:
                 raise ConfigError("", f"class labels must be >= 0, found {y.min():g}")
 
     def _split(self, raw: dict) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-        stratify = self.task == "classification"
+        stratify = self._task.class_labels
         if "all" in raw:
             x, y = raw["all"]
             self._check_split(y, self.test_fraction, "test_fraction", "test", "the data set")
@@ -269,7 +274,7 @@ class TensorDataModule(L.LightningDataModule):
         """
         n = len(y)
         n_held, n_kept = math.ceil(share * n), math.floor((1 - share) * n)
-        stratify = self.task == "classification"
+        stratify = self._task.class_labels
         classes, counts = np.unique(y, return_counts=True) if stratify else ([], [])
         need = max(len(classes), 1)
         if stratify and min(counts) < 2:
@@ -296,7 +301,7 @@ class TensorDataModule(L.LightningDataModule):
 
     def _to_tensors(self, x: np.ndarray, y: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         xt = torch.as_tensor(np.ascontiguousarray(x), dtype=self.input_dtype)
-        if self.task == "classification":
+        if self._task.class_labels:
             return xt, torch.as_tensor(y, dtype=torch.long)
         yt = torch.as_tensor(np.ascontiguousarray(y), dtype=torch.float32)
         # One target per sample becomes (N, 1); image targets (denoising) keep their shape.

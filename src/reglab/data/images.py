@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from reglab import checks
 from reglab.data.base import TensorDataModule
 from reglab.errors import ConfigError
+from reglab.tasks import CLASSIFICATION, REGRESSION
 
 LAYOUTS = ("image", "flat", "sequence", "tokens")
 TARGETS = ("label", "denoise")
@@ -55,7 +56,7 @@ class ImageDataModule(TensorDataModule):
                 f"denoise needs a float layout ({', '.join(FLOAT_LAYOUTS)}), not layout tokens",
             )
         # The task decides stratified splits and which knobs apply (label_noise: labels only).
-        self.task = "regression" if target == "denoise" else "classification"
+        self.task = REGRESSION if target == "denoise" else CLASSIFICATION
         self.layout, self.target, self.noise_std = layout, target, noise_std
         super().__init__(**kwargs)
 

@@ -8,6 +8,7 @@ from sklearn.datasets import make_moons, make_regression
 from reglab import checks
 from reglab.data.base import MAX_VALUES, TensorDataModule, count
 from reglab.errors import ConfigError
+from reglab.tasks import CLASSIFICATION, REGRESSION
 
 FUNCTIONS = {
     "sin": lambda x: np.sin(x),
@@ -20,7 +21,7 @@ FUNCTIONS = {
 class MoonsDataModule(TensorDataModule):
     """Two interleaving half-moons, 2 features, 2 classes."""
 
-    task = "classification"
+    task = CLASSIFICATION
 
     def __init__(self, n_samples: int = 1000, noise: float = 0.2, **kwargs) -> None:
         count("n_samples", n_samples, MAX_VALUES // 2)
@@ -36,7 +37,7 @@ class MoonsDataModule(TensorDataModule):
 class FunctionDataModule(TensorDataModule):
     """y = f(x) + noise on x ~ U(low, high): the 1-D regression of the seed note."""
 
-    task = "regression"
+    task = REGRESSION
 
     def __init__(
         self,
@@ -74,7 +75,7 @@ class FunctionDataModule(TensorDataModule):
 class RegressionDataModule(TensorDataModule):
     """A noisy linear regression with informative and uninformative features (sklearn)."""
 
-    task = "regression"
+    task = REGRESSION
 
     def __init__(
         self,

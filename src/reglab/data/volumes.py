@@ -7,6 +7,7 @@ import numpy as np
 from reglab import checks
 from reglab.data.base import MAX_VALUES, TensorDataModule, count
 from reglab.errors import ConfigError
+from reglab.tasks import CLASSIFICATION
 
 MAX_SIZE = 256
 
@@ -14,7 +15,7 @@ MAX_SIZE = 256
 class VolumesDataModule(TensorDataModule):
     """1 x S x S x S volumes with a bar along x, y or z (3 classes) at a random place, in noise."""
 
-    task = "classification"
+    task = CLASSIFICATION
 
     def __init__(
         self,

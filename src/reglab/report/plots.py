@@ -18,7 +18,8 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
-from reglab.config import IMPROVES_UPWARD
+import reglab.tasks  # noqa: F401 - registers the built-in tasks, which declare their metrics
+from reglab.metric_directions import improves_toward
 from reglab.report.intervals import bounds, small_n_warning
 from reglab.report.layout import (
     MAX_LEGEND,
@@ -240,7 +241,7 @@ def _panels(curves: list[Curve]) -> dict[str, list[Curve]]:
 
 def _draw_curves(axes: Axes, curves: list[Curve], metric: str, leave_out: tuple[str, ...]) -> int:
     """Lines and min–max bands of `curves`; the baseline on top. Returns how many went grey."""
-    upward = metric.rsplit("/", 1)[-1] in IMPROVES_UPWARD
+    upward = improves_toward(metric) == "max"
 
     def rank(i: int) -> tuple[bool, float]:  # the baseline first, then the best final values
         row, _, values = curves[i]

@@ -96,7 +96,7 @@ def number(value: Any) -> str:
 
 
 def _error(folder: Path, trial_number: int) -> str:
-    # The trial's metrics.json holds its error's first line (search._record).
+    # The trial's metrics.json holds its error's first line (study._record).
     record = folder / f"trial_{trial_number:04d}" / "metrics.json"
     try:
         return json.loads(record.read_text()).get("error") or "see train.log"

@@ -60,6 +60,10 @@ LAYERS = {
     "search": 8,
     "evaluate": 8,
     "__init__": 9,
+    # The console commands (reglab-train, reglab-eval): they start a run, a search or an eval.
+    "entry": 9,
+    # The packaged configs (conf/ as reglab.conf): YAML files, no code.
+    "conf": 0,
 }
 
 

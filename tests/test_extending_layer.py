@@ -3,11 +3,13 @@
 The toy activation below is registered from this file alone (kind "activation"): it becomes a
 valid `model.activation`, trains through the CLI config and sweeps beside a catalogue activation.
 A toy of kind "other" is still a layer a spec may name, but no knob takes it; its name says "norm"
-to show that kinds are declared, never guessed from names.
+to show that kinds are declared, never guessed from names. A structural keyword (`parallel`:
+branches on the same input, summed) is one `structure` entry too, like `repeat` and `residual`.
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Iterator
 
 import pytest
@@ -17,6 +19,7 @@ from torch import nn
 from conftest import SMALL_RUN, run_records, run_train_in_process
 from reglab.errors import ConfigError
 from reglab.nn import LAYERS, build_net, get_layer, layer_names, register_layer
+from reglab.nn.structures import STRUCTURES, structure
 
 FEATURES = (6,)
 
@@ -57,6 +60,38 @@ def toy_layers() -> Iterator[list[tuple[bool, float]]]:
     hook.remove()
     LAYERS.unregister("scaled_tanh")
     LAYERS.unregister("rescale_norm")
+
+
+class Sum(nn.Module):
+    """The sum of its branches' outputs on one input."""
+
+    def __init__(self, *branches: nn.Module) -> None:
+        super().__init__()
+        self.branches = nn.ModuleList(branches)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Apply every branch to x and add the outputs."""
+        return sum(branch(x) for branch in self.branches)
+
+
+@pytest.fixture
+def parallel_keyword() -> Iterator[None]:
+    """Register `{parallel: [[...], [...]]}`; unregister it afterwards."""
+
+    @structure("parallel", form="{parallel: [[...], ...]}")
+    def parallel(builder, entry, key):
+        start, branches, shapes = builder.shape, [], []
+        for index, layers in enumerate(entry["parallel"]):
+            builder.shape = start  # every branch takes the block's input
+            built = builder.build_list(layers, f"{key}.parallel[{index}]")
+            branches.append(nn.Sequential(OrderedDict(built)))
+            shapes.append(builder.shape)
+        if len(set(shapes)) != 1:
+            raise ConfigError(f"{key}.parallel", f"branches end in different shapes {shapes}")
+        return [("parallel", Sum(*branches))]
+
+    yield
+    STRUCTURES.unregister("parallel")
 
 
 def _run_args(*overrides: str) -> list[str]:
@@ -106,6 +141,46 @@ def test_a_toy_of_kind_other_is_refused_by_the_knobs(toy_layers, knob):
     assert "rescale_norm" not in valid
     assert valid == [*layer_names(knob), "none"]
     assert ("scaled_tanh" in valid) == (knob == "activation")
+
+
+def test_a_structural_keyword_registered_outside_builds_its_entries(parallel_keyword):
+    spec = {
+        "layers": [
+            {
+                "parallel": [
+                    [{"linear": {"out_features": 3}}],
+                    [{"linear": {"out_features": 3}}, "tanh"],
+                ]
+            },
+            "relu",
+        ]
+    }
+    net = build_net(spec, FEATURES, 2)
+    assert [name for name, _ in net.named_children()] == ["parallel", "relu", "head"]
+    first, second = net.parallel.branches
+    x = torch.randn(5, *FEATURES)
+    torch.testing.assert_close(net(x), net.head(torch.relu(first(x) + second(x))))
+    # The builder's own checks reach it: a nested unknown layer and a key it does not take.
+    with pytest.raises(ConfigError) as info:
+        build_net({"layers": [{"parallel": [["rleu"]]}]}, FEATURES, 2)
+    assert info.value.key == "layers[0].parallel[0][0]"
+    with pytest.raises(ConfigError) as info:
+        build_net({"layers": [{"parallel": [["relu"]], "merge": "sum"}]}, FEATURES, 2)
+    assert info.value.key == "layers[0]" and "parallel" in str(info.value)
+    with pytest.raises(ConfigError) as info:
+        build_net({"layers": [{"parallel": [[{"linear": {"out_features": 3}}], []]}]}, FEATURES, 2)
+    assert info.value.key == "layers[0].parallel"
+
+
+def test_a_bad_entry_names_every_registered_form(parallel_keyword):
+    with pytest.raises(ConfigError) as info:
+        build_net({"layers": [["relu"]]}, FEATURES, 2)
+    assert "{parallel: [[...], ...]}" in str(info.value)
+    assert "{repeat: N, block: [...]}" in str(info.value)
+    STRUCTURES.unregister("parallel")
+    with pytest.raises(ConfigError) as info:  # unregistered: an unknown layer again
+        build_net({"layers": [{"parallel": {}}]}, FEATURES, 2)
+    assert info.value.key == "layers[0]" and "unknown layer 'parallel'" in str(info.value)
 
 
 # --- through the CLI config --------------------------------------------------------------------

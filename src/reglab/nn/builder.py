@@ -6,6 +6,8 @@ A spec entry is one of:
   {repeat: 3, block: [...]}             a block of entries, repeated (each copy is a sub-Sequential)
   {residual: [...], drop_path: 0.1}     a block whose input is added to its output (reglab.nn.residual);
                                         drop_path (optional) is stochastic depth on the block
+The last two are structural keywords, entries of reglab.nn.structures.STRUCTURES (one registry
+entry each, as layers are entries of LAYERS); the builder knows none of them by name.
   none / null                           nothing (lets a knob such as `norm: none` drop a layer)
 Shape arguments (in_features, in_channels, num_features, input_size, d_model, num_embeddings, ...)
 are inferred by a dry forward pass that tracks the shape and the dtype: integer token inputs flow
@@ -38,7 +40,7 @@ from reglab.errors import ConfigError, first_line
 from reglab.names import SKIP, check_knobs
 from reglab.nn.init import init_weights
 from reglab.nn.registry import LAYERS, LayerEntry, Shape
-from reglab.nn.residual import Residual, projection
+from reglab.nn.structures import build_structure, forms, structure_of
 
 
 def build_net(
@@ -192,45 +194,13 @@ class _Builder:
             entry_key = f"{key}[{index}]"
             if entry in SKIP:
                 continue
-            if isinstance(entry, dict) and "repeat" in entry:
-                built.extend(self.build_repeat(entry, entry_key))
-                continue
-            if isinstance(entry, dict) and "residual" in entry:
-                built.append(("residual", self.build_residual(entry, entry_key)))
+            found = structure_of(entry)
+            if found is not None:
+                built.extend(build_structure(self, found, entry, entry_key))
                 continue
             name, kwargs = _parse_entry(entry, entry_key)
             built.append((name, self.make(name, kwargs, entry_key)))
         return _readable_names(built)
-
-    def build_repeat(self, entry: dict, key: str) -> list[tuple[str, nn.Module]]:
-        for extra in sorted(set(entry) - {"repeat", "block"}, key=str):
-            checks.choice(key, extra, ["repeat", "block"])
-        times = checks.integer(f"{key}.repeat", entry["repeat"], minimum=0)
-        block = entry.get("block")
-        if not isinstance(block, list) or not block:
-            raise ConfigError(f"{key}.block", "must be a non-empty list of layers")
-        return [
-            ("block", nn.Sequential(OrderedDict(self.build_list(block, f"{key}.block"))))
-            for _ in range(times)
-        ]
-
-    def build_residual(self, entry: dict, key: str) -> Residual:
-        for extra in sorted(set(entry) - {"residual", "drop_path"}, key=str):
-            checks.choice(key, extra, ["residual", "drop_path"])
-        block_key = f"{key}.residual"
-        layers = entry["residual"]
-        if not isinstance(layers, list) or not layers:
-            raise ConfigError(block_key, "must be a non-empty list of layers")
-        drop_path = entry.get("drop_path")
-        if drop_path is not None:
-            checks.probability(f"{key}.drop_path", drop_path, allow_one=False)
-        in_shape = self.shape
-        block = nn.Sequential(OrderedDict(self.build_list(layers, block_key)))
-        try:
-            shortcut = projection(in_shape, self.shape)
-        except ConfigError as error:
-            raise error.under(block_key) from None
-        return Residual(block, shortcut, drop_path)
 
     def make(self, name: str, kwargs: dict, key: str) -> nn.Module:
         entry = LAYERS.get(name, key)
@@ -288,11 +258,8 @@ def _parse_entry(entry: object, key: str) -> tuple[str, dict]:
     if isinstance(entry, dict) and len(entry) == 1:
         ((name, kwargs),) = entry.items()
         return str(name), checks.mapping(f"{key}.{name}", kwargs)
-    raise ConfigError(
-        key,
-        f"expected a layer name, {{name: {{kwargs}}}}, {{repeat: N, block: [...]}} or "
-        f"{{residual: [...]}}, got {entry!r}",
-    )
+    *others, last = ["a layer name", "{name: {kwargs}}", *forms()]
+    raise ConfigError(key, f"expected {', '.join(others)} or {last}, got {entry!r}")
 
 
 def _construct(entry: LayerEntry, kwargs: dict, inferred: dict, key: str) -> nn.Module:

@@ -116,3 +116,30 @@ def test_a_search_prints_one_reglab_line_per_trial_naming_the_metric(tmp_path, m
             digits = shown.split("e")[0].lstrip("-0.").replace(".", "")
             assert len(digits) <= 4 or len(shown.split(".")[1]) == 4, line
     assert f"; best trial {best}: best/val/loss={trials[best].value:.4f} (" in out
+
+
+def test_the_study_runs_each_trial_with_the_runner_it_is_given(tmp_path):
+    """`run_trials` takes its trial runner as a parameter (the command passes reglab.run.run_one):
+    a stand-in returning the drawn lr runs here, with no training and nothing patched."""
+    from hydra import initialize_config_dir
+
+    from conftest import CONF_DIR, compose_config
+    from reglab.search import OptunaPruning, run_trials
+    from search_support import SEARCH
+
+    space = "hparams_search.params={optimizer.lr: {type: float, low: 1.0e-4, high: 1.0e-2}}"
+    cfg = compose_config([*SEARCH, space], tmp_path / "run")
+    calls = []
+
+    def runner(trial_cfg, extra_callbacks=None, *, one_of_many=False):
+        calls.append((trial_cfg, extra_callbacks, one_of_many))
+        return float(trial_cfg.optimizer.lr)
+
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):  # trials compose
+        ran = run_trials(study, cfg, tmp_path / "search", run_trial=runner)
+    assert ran == [0, 1] and len(calls) == 2
+    for trial, (trial_cfg, extra, one_of_many) in zip(study.trials, calls, strict=True):
+        assert trial.value == trial.params["optimizer.lr"] == trial_cfg.optimizer.lr
+        assert trial_cfg.paths.output_dir == str(tmp_path / "search" / f"trial_{trial.number:04d}")
+        assert [type(c) for c in extra] == [OptunaPruning] and one_of_many

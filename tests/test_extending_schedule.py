@@ -1,8 +1,9 @@
 """A new dropout schedule is one registered function and one YAML file, from this file alone.
 
-The toy `cosine` schedule has a knob the built-in ones lack (`period`): its YAML, written by the
-test into its own config folder (added through `hydra.searchpath`), inherits every shared knob
-from `dropout/schedule.yaml` and adds `period`. Nothing else in reglab is touched.
+The toy `cosine` schedule has a knob the built-in ones lack (`period`), with its own check (a
+whole number >= 1) carried by its registry entry: its YAML, written by the test into its own config
+folder (added through `hydra.searchpath`), inherits every shared knob from `dropout/schedule.yaml`
+and adds `period`. Nothing else in reglab is touched.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import pytest
 
 from conftest import SMALL_RUN, option_folder, run_records, run_train_in_process
 from reglab.callbacks import DropoutSchedule
-from reglab.callbacks.dropout_schedule import SCHEDULES
+from reglab.callbacks.dropout_schedule import SCHEDULES, Schedule, dropout_p, positive_int
 from reglab.errors import ConfigError
 
 
@@ -35,7 +36,7 @@ period: 4
 
 @pytest.fixture
 def cosine_schedule() -> Iterator[None]:
-    SCHEDULES.register("cosine", cosine)
+    SCHEDULES.register("cosine", Schedule(cosine, {"p": dropout_p, "period": positive_int}))
     yield
     SCHEDULES.unregister("cosine")
 
@@ -63,11 +64,42 @@ def test_the_schedule_gets_only_its_own_knobs_and_checks_the_shared_ones(cosine_
     assert error.value.key == "period"
 
 
+@pytest.mark.parametrize("period", [0, 1.5, "four"])
+def test_the_schedule_checks_its_own_knob(cosine_schedule, period):
+    with pytest.raises(ConfigError) as error:
+        DropoutSchedule("cosine", p=0.4, period=period)
+    assert error.value.key == "period" and "\n" not in error.value.message
+    # Another schedule picked: the YAML still carries period, and its check still holds.
+    with pytest.raises(ConfigError) as error:
+        DropoutSchedule("constant", p=0.4, period=period)
+    assert error.value.key == "period"
+    SCHEDULES.unregister("cosine")  # no schedule takes period now: a typo
+    with pytest.raises(ConfigError, match="no dropout schedule takes it") as error:
+        DropoutSchedule("constant", p=0.4, period=4)
+    assert error.value.key == "period"
+
+
+def test_a_check_of_a_knob_the_schedule_does_not_take_is_refused_at_registration():
+    with pytest.raises(ValueError, match="perod"):
+        Schedule(cosine, {"perod": positive_int})
+
+
+def test_a_bad_period_in_a_run_is_one_line_naming_the_key(
+    cosine_schedule, conf_dir, tmp_path, capsys
+):
+    code = run_train_in_process(
+        [*_run_args(conf_dir), "dropout=cosine", "dropout.period=0"], cwd=tmp_path
+    )
+    assert code == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("reglab: error: dropout.period")
+
+
 def test_a_schedule_giving_p_outside_the_range_is_refused():
     def rising(epoch: int, p: float = 0.5) -> float:
         return p + 0.3 * epoch  # reaches 1.1 at epoch 2
 
-    SCHEDULES.register("rising", rising)
+    SCHEDULES.register("rising", Schedule(rising))
     try:
         schedule = DropoutSchedule("rising", p=0.5)
         assert schedule.p_at(1) == pytest.approx(0.8)

@@ -1,20 +1,24 @@
 """Changes the rate of every dropout carrier once per epoch; driven by the `dropout` group's schedules.
 
-A schedule is a function `(epoch, **knobs) -> p` in the `SCHEDULES` table: constant (p), linear
-(p_start -> p_end over `epochs`), step (p times gamma every `step_size` epochs), early (p for the
-first `switch_epoch` epochs, then 0: "early dropout"), late (0 until `switch_epoch`, then p: "late
-dropout"). A new schedule is one registered function and one YAML file in conf/dropout. The YAML
-carries every knob (so a sweep over schedules composes); each schedule gets the knobs its signature
-names. At the start of each training epoch p is set on every dropout carrier
-(`reglab.nn.modes.CARRIERS`): Dropout layers of every kind and DropPath (`p`: the stochastic depth
-rate), LSTM/GRU dropout between stacked layers and attention dropout (`dropout`); `kinds` limits it
-to some of them (e.g. `[drop_path]`: stochastic depth only). `dropout/p` is logged each epoch.
+A schedule is a function `(epoch, **knobs) -> p` in the `SCHEDULES` table with the checks of its
+knobs: constant (p), linear (p_start -> p_end over `epochs`), step (p times gamma every `step_size`
+epochs), early (p for the first `switch_epoch` epochs, then 0: "early dropout"), late (0 until
+`switch_epoch`, then p: "late dropout"). A new schedule is one `@schedule(name, knob=check)`
+function and one YAML file in conf/dropout. The YAML carries every knob (so a sweep over schedules
+composes); each schedule gets the knobs its signature names, and each knob is checked by the
+schedules that take it (one `reglab: error:` line naming `dropout.<knob>`).
+
+At the start of each training epoch p is set on every dropout carrier (`reglab.nn.modes.CARRIERS`):
+Dropout layers of every kind and DropPath (`p`: the stochastic depth rate), LSTM/GRU dropout
+between stacked layers and attention dropout (`dropout`); `kinds` limits it to some of them (e.g.
+`[drop_path]`: stochastic depth only). `dropout/p` is logged each epoch.
 """
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import lightning as L
@@ -26,66 +30,117 @@ from reglab.errors import ConfigError
 from reglab.nn.modes import CARRIERS, dropout_carriers, set_dropout_p
 from reglab.registry import Registry
 
-Schedule = Callable[..., float]
+Check = Callable[[str, Any], Any]  # check(key, value): the value, or a ConfigError on `key`
+
+
+def dropout_p(key: str, value: Any) -> float:
+    """A dropout rate: in [0, 1)."""
+    return checks.probability(key, value, allow_one=False)
+
+
+def positive_int(key: str, value: Any) -> int:
+    """A whole number >= 1 (a count of epochs)."""
+    return checks.integer(key, value, minimum=1)
+
+
+def epoch_number(key: str, value: Any) -> int:
+    """An epoch (0-based): a whole number >= 0."""
+    return checks.integer(key, value, minimum=0)
+
+
+def fraction(key: str, value: Any) -> float:
+    """A factor in [0, 1]."""
+    return checks.number(key, value, 0.0, 1.0)
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """One dropout schedule: `function(epoch, **knobs) -> p` and the checks of its knobs.
+
+    `checks` maps a knob (a parameter of `function` after the epoch) to its check; a knob
+    without one is passed as given. The checks travel with the schedule: a new schedule brings
+    the checks of its own knobs, nothing else in reglab lists them.
+    """
+
+    function: Callable[..., float]
+    checks: Mapping[str, Check] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        unknown = set(self.checks) - set(self.knob_names())
+        if unknown:
+            raise ValueError(f"checks of knobs the schedule does not take: {sorted(unknown)}")
+
+    def knob_names(self) -> list[str]:
+        """The knobs the schedule takes: every argument of its function after the epoch."""
+        return list(inspect.signature(self.function).parameters)[1:]
+
+    def required(self) -> list[str]:
+        """The knobs without a default."""
+        parameters = inspect.signature(self.function).parameters
+        return [n for n in self.knob_names() if parameters[n].default is inspect.Parameter.empty]
+
+
 SCHEDULES: Registry[Schedule] = Registry("dropout schedule")
 
 
-@SCHEDULES.register("constant")
+def schedule(
+    name: str, **knob_checks: Check
+) -> Callable[[Callable[..., float]], Callable[..., float]]:
+    """Register the decorated function as the schedule `name`, its knobs checked by `knob_checks`."""
+
+    def decorate(function: Callable[..., float]) -> Callable[..., float]:
+        SCHEDULES.register(name, Schedule(function, knob_checks))
+        return function
+
+    return decorate
+
+
+@schedule("constant", p=dropout_p)
 def constant(epoch: int, p: float = 0.5) -> float:
     """p in every epoch."""
     return p
 
 
-@SCHEDULES.register("linear")
+@schedule("linear", p_start=dropout_p, p_end=dropout_p, epochs=positive_int)
 def linear(epoch: int, p_start: float = 0.0, p_end: float = 0.5, epochs: int = 10) -> float:
     """p_start at epoch 0, rising (or falling) linearly to p_end at epoch `epochs - 1`, then kept."""
     progress = min(1.0, epoch / max(1, epochs - 1))
     return p_start + progress * (p_end - p_start)
 
 
-@SCHEDULES.register("step")
+@schedule("step", p=dropout_p, step_size=positive_int, gamma=fraction)
 def step(epoch: int, p: float = 0.5, step_size: int = 5, gamma: float = 0.5) -> float:
     """p, multiplied by gamma every `step_size` epochs."""
     return p * gamma ** (epoch // step_size)
 
 
-@SCHEDULES.register("early")
+@schedule("early", p=dropout_p, switch_epoch=epoch_number)
 def early(epoch: int, p: float = 0.5, switch_epoch: int = 5) -> float:
     """Early dropout: p before `switch_epoch`, 0 from it on."""
     return p if epoch < switch_epoch else 0.0
 
 
-@SCHEDULES.register("late")
+@schedule("late", p=dropout_p, switch_epoch=epoch_number)
 def late(epoch: int, p: float = 0.5, switch_epoch: int = 5) -> float:
     """Late dropout: 0 before `switch_epoch`, p from it on."""
     return 0.0 if epoch < switch_epoch else p
 
 
-def _dropout_p(key: str, value: Any) -> float:
-    return checks.probability(key, value, allow_one=False)
+def knob_checks() -> dict[str, list[Check]]:
+    """Every knob some registered schedule takes, with the checks those schedules give it.
 
-
-# Range checks of the knobs, by name. A new schedule may add its own knobs' checks here; a knob
-# without one is passed as given.
-KNOB_CHECKS: dict[str, Callable[[str, Any], Any]] = {
-    "p": _dropout_p,
-    "p_start": _dropout_p,
-    "p_end": _dropout_p,
-    "epochs": lambda key, value: checks.integer(key, value, minimum=1),
-    "step_size": lambda key, value: checks.integer(key, value, minimum=1),
-    "gamma": lambda key, value: checks.number(key, value, 0.0, 1.0),
-    "switch_epoch": lambda key, value: checks.integer(key, value, minimum=0),
-}
-
-
-def knob_names(schedule: Schedule) -> list[str]:
-    """The knobs `schedule` takes: every argument after the epoch."""
-    return list(inspect.signature(schedule).parameters)[1:]
-
-
-def all_knob_names() -> set[str]:
-    """Every knob some registered schedule takes."""
-    return {knob for name in SCHEDULES.names() for knob in knob_names(SCHEDULES.get(name))}
+    The YAML carries every schedule's knobs (so a sweep over schedules composes): a knob is
+    checked by each schedule that takes it, also when another schedule is picked.
+    """
+    found: dict[str, list[Check]] = {}
+    for name in SCHEDULES.names():
+        entry = SCHEDULES.get(name)
+        for knob in entry.knob_names():
+            check = entry.checks.get(knob)
+            known = found.setdefault(knob, [])
+            if check is not None and check not in known:
+                known.append(check)
+    return found
 
 
 class DropoutSchedule(Control):
@@ -94,7 +149,8 @@ class DropoutSchedule(Control):
     def __init__(
         self, schedule: str = "constant", kinds: list[str] | None = None, **knobs: Any
     ) -> None:
-        self.function = SCHEDULES.get(schedule, "schedule")
+        self.entry = SCHEDULES.get(schedule, "schedule")
+        self.function = self.entry.function
         self.schedule = SCHEDULES.canonical(schedule)
         # None: every carrier kind; else the CARRIERS names given (any spelling; one name alone too).
         self.kinds = None
@@ -104,21 +160,17 @@ class DropoutSchedule(Control):
                 CARRIERS.get(kind, f"kinds[{i}]")  # an unknown kind: the valid ones are listed
             self.kinds = [CARRIERS.canonical(kind) for kind in kinds]
         # A knob no registered schedule takes is a typo, not a knob for another schedule.
-        known = all_knob_names()
+        known = knob_checks()
         for name, value in knobs.items():
             if name not in known:
                 raise ConfigError(
                     name, f"no dropout schedule takes it; valid: {', '.join(sorted(known))}"
                 )
-            if name in KNOB_CHECKS:
-                KNOB_CHECKS[name](name, value)
-        self.knobs = {name: knobs[name] for name in knob_names(self.function) if name in knobs}
-        self._require_knobs()
-
-    def _require_knobs(self) -> None:
-        parameters = inspect.signature(self.function).parameters
-        for name in knob_names(self.function):
-            if parameters[name].default is inspect.Parameter.empty and name not in self.knobs:
+            for check in known[name]:
+                check(name, value)
+        self.knobs = {name: knobs[name] for name in self.entry.knob_names() if name in knobs}
+        for name in self.entry.required():
+            if name not in self.knobs:
                 raise ConfigError(name, f"the {self.schedule} schedule needs it")
 
     def p_at(self, epoch: int) -> float:
@@ -126,7 +178,7 @@ class DropoutSchedule(Control):
         p = self.function(epoch, **self.knobs)
         # A schedule's formula may leave [0, 1): say which schedule did, at which epoch.
         try:
-            return _dropout_p("schedule", p)
+            return dropout_p("schedule", p)
         except ConfigError as error:
             raise ConfigError(
                 "schedule", f"{self.schedule} gave p = {p!r} at epoch {epoch}: {error.message}"

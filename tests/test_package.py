@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from conftest import CONF_DIR, ROOT
+from reglab.cli import APPENDABLE_KEYS, known_keys
 from reglab.entry.launch import conf_dir
 from reglab.entry.train import command_name
 
@@ -231,3 +232,11 @@ def test_the_wheel_installed_in_a_fresh_venv_trains_evaluates_and_reports_in_any
     assert reported.returncode == 0, reported.stderr[-3000:]
     assert (sweep_dir / "report.md").is_file()
     assert sorted(p.name for p in empty.iterdir()) == ["outputs"]
+
+
+def test_pythons_cache_in_the_config_folder_is_no_group(tmp_path):
+    # Importing reglab.conf writes conf/__pycache__ (a wheel's install compiles it too).
+    for folder in ("model", "__pycache__"):
+        (tmp_path / folder).mkdir()
+    (tmp_path / "train.yaml").write_text("seed: 1\n")
+    assert known_keys([tmp_path]) == {"model", "seed", *APPENDABLE_KEYS}

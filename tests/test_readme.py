@@ -60,8 +60,9 @@ ENTRY_POINTS = ("train.py", "eval.py", "scripts/report.py")
 NO_RUN_FLAGS = ("--help", "-h", "--cfg", "-c", "--info", "-i")
 PLACEHOLDER = re.compile(r"<[a-z_ -]+>")
 RUN_FOLDER = re.compile(r"outputs/(?P<kind>runs|multirun)/<date>/<time>_(?P<task>\w+)")
-# Groups that are not experiment axes: Hydra's own settings and the output folders.
-NOT_IN_TABLE = {"hydra", "paths"}
+# Groups that are not experiment axes: Hydra's own settings and the output folders; and no group
+# at all: Python's cache of conf/__init__.py (conf/ is the package reglab.conf).
+NOT_IN_TABLE = {"hydra", "paths", "__pycache__"}
 # `<same overrides>` (a resume): the arguments of the run whose folder the command names.
 SAME_OVERRIDES = "<same overrides>"
 # Examples with these arguments are slow tests: joblib's worker processes each import Lightning.

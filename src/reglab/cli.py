@@ -169,8 +169,14 @@ def known_keys(folders: Sequence[Path]) -> set[str]:
     for folder in filter(Path.is_dir, folders):
         for primary in folder.glob("*.yaml"):
             keys.update(str(key) for key in OmegaConf.load(primary) if key != "defaults")
-        keys.update(path.name for path in folder.iterdir() if path.is_dir())
+        keys.update(path.name for path in folder.iterdir() if is_config_group(path))
     return keys - {"hydra"}
+
+
+def is_config_group(path: Path) -> bool:
+    """Whether `path` is a config group folder: not Python's `__pycache__`, which the packaged
+    configs (conf/ as the package reglab.conf) get when imported; Hydra skips it too."""
+    return path.is_dir() and path.name != "__pycache__"
 
 
 def unknown_keys(argv: Sequence[str], conf_dir: Path) -> list[str]:

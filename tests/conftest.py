@@ -6,7 +6,7 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
 from reglab.module import RegLabModule
+from reglab.registry import Registry
 from reglab.regularization import make_penalty
 
 # One test process per core (pytest -n auto): each process, and the `python train.py` it starts,
@@ -176,6 +177,52 @@ def option_folder(root: Path, group: str, option: str, text: str) -> str:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
     return f"hydra.searchpath=[file://{root / 'conf'}]"
+
+
+@pytest.fixture
+def conf_dir(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The searchpath override of a config folder holding only the test module's new option.
+
+    The module names it: `OPTION = (group, option, yaml_text)`.
+    """
+    return option_folder(tmp_path, *request.module.OPTION)
+
+
+@pytest.fixture
+def register() -> Iterator[Callable[[Registry, str, Any], Any]]:
+    """`register(REGISTRY, name, entry)`: a toy entry for this test, unregistered afterwards."""
+    added: list[tuple[Registry, str]] = []
+
+    def add(registry: Registry, name: str, entry: Any) -> Any:
+        registry.register(name, entry)
+        added.append((registry, name))
+        return entry
+
+    yield add
+    for registry, name in reversed(added):
+        registry.unregister(name)
+
+
+@pytest.fixture(scope="module")
+def run_dir(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished run folder made by train.py (.hydra/, metrics.json, checkpoints/), shared by the
+    module's tests; the module's `TRAIN` holds the overrides."""
+    cwd = tmp_path_factory.mktemp("train")
+    assert run_train_in_process(request.module.TRAIN, cwd) == 0
+    (found,) = (cwd / "outputs" / "runs").glob("*/*")
+    return found
+
+
+@pytest.fixture(scope="module")
+def one_thread() -> Iterator[None]:
+    """torch on one thread for the module's tests: with small matrices or one batch a step, two
+    threads fighting for this shared machine's cores make each step several times slower."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def run_records(folder: Path) -> list[dict]:

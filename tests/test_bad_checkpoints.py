@@ -21,23 +21,14 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from conftest import CONF_DIR, SMALL_RUN, compose_config, run_train_in_process
+from conftest import CONF_DIR, SMALL_RUN, compose_config
 from reglab import checkpoint
 from reglab.build import build_data_and_model
 from reglab.errors import ConfigError
 from reglab.evaluate import evaluate
 from reglab.run import train
 
-TRAIN = [*SMALL_RUN, "trainer.max_epochs=2"]
-
-
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory) -> Path:
-    """A finished 2-epoch run folder made by train.py: .hydra/, metrics.json, checkpoints/."""
-    cwd = tmp_path_factory.mktemp("train")
-    assert run_train_in_process(TRAIN, cwd) == 0
-    (found,) = (cwd / "outputs" / "runs").glob("*/*")
-    return found
+TRAIN = [*SMALL_RUN, "trainer.max_epochs=2"]  # the run of conftest's run_dir fixture
 
 
 @pytest.fixture(scope="module")

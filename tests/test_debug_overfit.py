@@ -34,16 +34,6 @@ class TrainingBatches(L.Callback):
             self.different += 1
 
 
-@pytest.fixture
-def one_thread():
-    # One 64-sample batch a step: on this 2-core machine shared with other jobs, two torch threads
-    # make each step several times slower than one.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.slow  # several seconds (a subprocess or many runs); CI runs the slow tests
 @pytest.mark.parametrize("model", [[], ["model=mlp"]], ids=["default_model", "mlp"])
 def test_overfit_trains_one_fixed_batch_to_near_zero_loss(tmp_path, model, one_thread):

@@ -31,6 +31,7 @@ from conftest import (
 from reglab import checkpoint
 from reglab.evaluate import EVAL_RECORD, eval_config, load_run_config, prepare
 
+# The run of conftest's run_dir fixture.
 TRAIN = [*SMALL_RUN, "trainer.max_epochs=3", "optimizer.lr=0.01"]
 QUIET_EVAL = ["trainer.enable_progress_bar=false"]
 MC_METRICS = ("test/mc_acc", "test/mc_loss", "test/mc_entropy", "test/mc_spread")
@@ -39,15 +40,6 @@ MC_METRICS = ("test/mc_acc", "test/mc_loss", "test/mc_entropy", "test/mc_spread"
 def run_eval_in_process(args: Sequence[str], cwd: Path) -> int:
     """`python eval.py <args>` inside this process; the exit code (0 when main returned)."""
     return run_entry_in_process("eval.py", [*QUIET_EVAL, *args], cwd)
-
-
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory) -> Path:
-    """A finished 3-epoch run folder made by train.py (with its .hydra/config.yaml)."""
-    cwd = tmp_path_factory.mktemp("train")
-    assert run_train_in_process(TRAIN, cwd) == 0
-    (found,) = (cwd / "outputs" / "runs").glob("*/*")
-    return found
 
 
 def _eval(tmp_path: Path, *args: str) -> dict:

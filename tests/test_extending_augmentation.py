@@ -17,7 +17,7 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch import nn
 
-from conftest import SMALL_RUN, compose_config, option_folder, run_records, run_train_in_process
+from conftest import SMALL_RUN, compose_config, run_records, run_train_in_process
 from reglab.augment import OPS, Op
 from reglab.callbacks import BatchAugmentation
 from reglab.checks import number
@@ -57,19 +57,15 @@ log_images: false
 """
 
 
+OPTION = ("augmentation", "toy", YAML)  # conftest's conf_dir writes it into a config folder
+
+
 @pytest.fixture
-def invert() -> Iterator[None]:
-    OPS.register("invert", Op(build_invert))
+def invert(register) -> Iterator[None]:
+    register(OPS, "invert", Op(build_invert))
     SEEN.clear()
     yield
-    OPS.unregister("invert")
     SEEN.clear()
-
-
-@pytest.fixture
-def conf_dir(tmp_path: Path) -> str:
-    """The searchpath override of a config folder holding only the new option's YAML file."""
-    return option_folder(tmp_path, "augmentation", "toy", YAML)
 
 
 def _run_args(conf_dir: str) -> list[str]:

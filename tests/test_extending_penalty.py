@@ -7,13 +7,10 @@ shared knobs from `regularization/base.yaml`. Nothing else in reglab is touched.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 import torch
 
-from conftest import SMALL_RUN, option_folder, run_records, run_train_in_process
+from conftest import SMALL_RUN, run_records, run_train_in_process
 from reglab.callbacks import WeightPenalty
 from reglab.regularization import PENALTIES, Penalty, Threshold, make_penalty
 
@@ -72,17 +69,16 @@ kind: group_lasso
 """
 
 
-@pytest.fixture
-def group_lasso() -> Iterator[None]:
-    PENALTIES.register("group_lasso", GroupLasso)
-    yield
-    PENALTIES.unregister("group_lasso")
+OPTION = (
+    "regularization",
+    "group_lasso",
+    YAML,
+)  # conftest's conf_dir writes it into a config folder
 
 
 @pytest.fixture
-def conf_dir(tmp_path: Path) -> str:
-    """The searchpath override of a config folder holding only the new option's YAML file."""
-    return option_folder(tmp_path, "regularization", "group_lasso", YAML)
+def group_lasso(register) -> None:
+    register(PENALTIES, "group_lasso", GroupLasso)
 
 
 def _run_args(conf_dir: str) -> list[str]:

@@ -9,12 +9,10 @@ and adds `period`. Nothing else in reglab is touched.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from conftest import SMALL_RUN, option_folder, run_records, run_train_in_process
+from conftest import SMALL_RUN, run_records, run_train_in_process
 from reglab.callbacks import DropoutSchedule
 from reglab.callbacks.dropout_schedule import SCHEDULES, Schedule, dropout_p, positive_int
 from reglab.errors import ConfigError
@@ -34,17 +32,12 @@ period: 4
 """
 
 
-@pytest.fixture
-def cosine_schedule() -> Iterator[None]:
-    SCHEDULES.register("cosine", Schedule(cosine, {"p": dropout_p, "period": positive_int}))
-    yield
-    SCHEDULES.unregister("cosine")
+OPTION = ("dropout", "cosine", YAML)  # conftest's conf_dir writes it into a config folder
 
 
 @pytest.fixture
-def conf_dir(tmp_path: Path) -> str:
-    """The searchpath override of a config folder holding only the new option's YAML file."""
-    return option_folder(tmp_path, "dropout", "cosine", YAML)
+def cosine_schedule(register) -> None:
+    register(SCHEDULES, "cosine", Schedule(cosine, {"p": dropout_p, "period": positive_int}))
 
 
 def _run_args(conf_dir: str) -> list[str]:
@@ -95,19 +88,16 @@ def test_a_bad_period_in_a_run_is_one_line_naming_the_key(
     assert line.startswith("reglab: error: dropout.period")
 
 
-def test_a_schedule_giving_p_outside_the_range_is_refused():
+def test_a_schedule_giving_p_outside_the_range_is_refused(register):
     def rising(epoch: int, p: float = 0.5) -> float:
         return p + 0.3 * epoch  # reaches 1.1 at epoch 2
 
-    SCHEDULES.register("rising", Schedule(rising))
-    try:
-        schedule = DropoutSchedule("rising", p=0.5)
-        assert schedule.p_at(1) == pytest.approx(0.8)
-        with pytest.raises(ConfigError, match="rising gave p = 1.1.* at epoch 2") as error:
-            schedule.p_at(2)
-        assert error.value.key == "schedule"
-    finally:
-        SCHEDULES.unregister("rising")
+    register(SCHEDULES, "rising", Schedule(rising))
+    schedule = DropoutSchedule("rising", p=0.5)
+    assert schedule.p_at(1) == pytest.approx(0.8)
+    with pytest.raises(ConfigError, match="rising gave p = 1.1.* at epoch 2") as error:
+        schedule.p_at(2)
+    assert error.value.key == "schedule"
 
 
 def test_a_run_with_the_new_option_follows_its_formula(cosine_schedule, conf_dir, tmp_path):

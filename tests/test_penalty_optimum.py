@@ -48,13 +48,8 @@ class FullBatch(Dataset):
         return self.x, self.y
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Small matrices: one torch thread is several times faster than two fighting for the CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# Small matrices: one torch thread is several times faster than two fighting for the CPU.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

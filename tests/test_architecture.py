@@ -23,6 +23,7 @@ LAYERS = {
     "records": 0,
     "lightning_speedups": 1,  # a patch gated on the releases it was checked with
     "releases": 0,
+    "sparsity": 0,
     "targets": 0,
     "yaml_tags": 0,
     "csv_logger": 0,

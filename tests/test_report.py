@@ -25,6 +25,7 @@ from scipy import stats
 
 from conftest import CONF_DIR, compose_config
 from reglab import search
+from reglab.callbacks.weight_penalty import ignored_keys
 from reglab.records import write_record
 from reglab.report import ConfigRow, Job
 from reglab.report.cli import DEFAULT_TAGS, build_plots, build_report
@@ -44,6 +45,11 @@ from reglab.report.table import mean_ci
 @cache
 def _composed(overrides: tuple[str, ...]) -> str:
     return OmegaConf.to_yaml(compose_config(list(overrides), Path("/nowhere")))
+
+
+@cache
+def _ignored_keys(overrides: tuple[str, ...]) -> list[str]:
+    return ignored_keys(OmegaConf.create(_composed(overrides)))
 
 
 def _config_yaml(overrides: list[str]) -> str:
@@ -79,7 +85,8 @@ def write_job(
     record = {"status": status, "seed": int(given.get("seed", 42)), "overrides": overrides}
     if tags is not None:
         record["tags"] = tags
-    if status == "ok":
+    if status == "ok":  # as a run writes it (a failed job's record has no ignored_keys)
+        record["ignored_keys"] = _ignored_keys(tuple(o for o in overrides if "seed=" not in o))
         record |= {"test": test, "epochs_run": 3, "wall_time_s": wall_time_s}
         record |= {"final": final} if final else {}
     else:

@@ -161,11 +161,14 @@ def test_slurm_launcher_config_composes():
 
 
 def test_report_groups_ignore_knobs_an_option_does_not_use(tmp_path):
+    from reglab.callbacks.weight_penalty import ignored_keys
     from reglab.report.collect import Job
 
     def key(*overrides: str) -> tuple:
         pairs = dict(o.split("=", 1) for o in overrides)
-        return Job(folder=tmp_path, overrides=pairs, status="ok").config_key
+        composed = compose_config([o for o in overrides if "seed=" not in o], tmp_path)
+        ignored = tuple(ignored_keys(composed))  # what the run's metrics.json records
+        return Job(folder=tmp_path, overrides=pairs, status="ok", ignored_keys=ignored).config_key
 
     # none ignores every regularization.* knob; l1 / l2 have a fixed l1_ratio; seeds are repeats.
     none = key("regularization=none", "regularization.strength=1e-3", "seed=0")

@@ -26,6 +26,7 @@ from omegaconf import DictConfig
 import reglab
 from reglab import log
 from reglab.callbacks import EpochHistory
+from reglab.callbacks.weight_penalty import ignored_keys
 from reglab.config import CONTROL_GROUPS, digest, neutral_config, print_config
 from reglab.errors import ConfigError
 from reglab.module import RegLabModule
@@ -122,6 +123,8 @@ def summarize(cfg: DictConfig, fit: dict[str, Any], started: float) -> dict[str,
             "lightning": L.__version__,
         },
         "config_digest": config_digest(cfg),
+        # What the report leaves out when it compares runs (it imports no penalty code).
+        "ignored_keys": ignored_keys(cfg),
         "history": history.epochs,
     }
     summary["objective"] = _lookup(summary, cfg.get("optimized_metric"))

@@ -140,13 +140,15 @@ def run_digest(cfg: DictConfig) -> str:
     The effective config is the one the report groups by (`reglab.report.collect`): the
     resolved config less bookkeeping and less the knobs the chosen options ignore, so
     `regularization=none` at any strength is one config, while `regularization=l1` at strength 0
-    is another. Tags change nothing a run does, but a report filters by them: kept apart.
+    is another. Tags change nothing a run does, but a report filters by them: kept apart. The
+    penalty options the run's kind ignores are those its metrics.json will record.
     """
-    from reglab.report.collect import effective_config  # here: it imports torch
+    from reglab.callbacks.weight_penalty import ignored_keys  # here: it imports torch
+    from reglab.report.collect import effective_config
 
     plain_config = OmegaConf.to_container(cfg, resolve=False)
     plain_config.pop("hydra", None)  # the job's Hydra settings (its folder, its number)
-    run = {"config": effective_config(plain_config)}
+    run = {"config": effective_config(plain_config, ignored_keys(cfg))}
     for key in ("seed", "tags"):
         try:
             value = OmegaConf.select(cfg, key)

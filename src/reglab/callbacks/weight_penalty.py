@@ -35,6 +35,7 @@ penalized runs.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import lightning as L
@@ -45,11 +46,11 @@ from typing_extensions import override
 from reglab import checks, log
 from reglab.callbacks.control import Control
 from reglab.errors import ConfigError
-from reglab.regularization import PenaltyGroup, make_penalty, select_parameters
+from reglab.regularization import PENALTIES, PenaltyGroup, make_penalty, select_parameters
+from reglab.sparsity import NEAR_ZERO
 
 METHODS = ("gradient", "proximal")
 THRESHOLDS = ("lr", "adaptive")
-NEAR_ZERO = 1e-3
 
 
 # What `on_train_epoch_end` logs under reg/ (data_loss and objective: when the module reports them).
@@ -63,6 +64,23 @@ LOGGED = (
     "data_loss",
     "objective",
 )
+
+
+def ignored_keys(cfg: Mapping[str, Any]) -> list[str]:
+    """The `regularization.*` keys of a run's config that its penalty kind does not take, sorted.
+
+    One config node serves every kind (conf/regularization/base.yaml), so an l1 or l2 run carries
+    elastic_net's `l1_ratio` unread. metrics.json records these keys, so that the report (which
+    imports no penalty code) leaves them out when it compares runs; [] without a known kind.
+    """
+    node = cfg.get("regularization")
+    kind = node.get("kind") if isinstance(node, Mapping) else None
+    penalty = PENALTIES.find(kind) if isinstance(kind, str) else None
+    if penalty is None:
+        return []
+    own = set(checks.signature_names(WeightPenalty)) | set(checks.signature_names(penalty))
+    every = {name for k in PENALTIES.names() for name in checks.signature_names(PENALTIES.get(k))}
+    return sorted(f"regularization.{name}" for name in every - own)
 
 
 class WeightPenalty(Control):

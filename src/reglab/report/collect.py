@@ -4,11 +4,19 @@ Two jobs are the same configuration when their *effective* configs agree: the co
 (`.hydra/config.yaml`) less bookkeeping and less the knobs the chosen options ignore
 (`regularization=none` ignores every `regularization.*` key, `l1`/`l2` ignore `l1_ratio`). Two
 jobs of the same configuration with the same seed are the same run repeated.
+
+The report reads results, not training code (it imports neither torch nor Lightning): which
+penalty options a run ignored is read from its metrics.json (`ignored_keys`, written by the run).
+A job without them (a failed or unfinished job, or a metrics.json from before reglab recorded
+them) takes those of a job with the same penalty kind in the folder; failing that, its knobs are
+all compared as written, so two l1 runs of an old sweep that differ only in `l1_ratio` are two
+rows.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -17,11 +25,8 @@ from typing import Any
 import yaml
 from omegaconf.errors import OmegaConfBaseException
 
-from reglab.callbacks import WeightPenalty
-from reglab.checks import signature_names
 from reglab.config import CONTROL_GROUPS, digest, neutral_config
 from reglab.records import read_record
-from reglab.regularization import PENALTIES
 
 # Overrides that do not define a configuration: seeds are repeats, the rest is bookkeeping.
 IGNORED_KEYS = ("seed", "resume_sweep", "paths.output_dir", "tags")
@@ -46,6 +51,8 @@ class Job:
     tags: list[str] = field(
         default_factory=list
     )  # the run's `tags` (metrics.json, else the config)
+    # Dotted config keys the run did not read (metrics.json's `ignored_keys`; see the docstring).
+    ignored_keys: tuple[str, ...] = ()
 
     @property
     def config_key(self) -> tuple[tuple[str, str], ...]:
@@ -53,15 +60,22 @@ class Job:
         items = {k: v for k, v in self.overrides.items() if k.lstrip("+~") not in IGNORED_KEYS}
         if items.get("regularization") == "none":  # `none` ignores every regularization.* knob
             items = {k: v for k, v in items.items() if not k.startswith("regularization.")}
-        ignored = ignored_penalty_options(items.get("regularization"))
-        items = {k: v for k, v in items.items() if k.removeprefix("regularization.") not in ignored}
+        items = {k: v for k, v in items.items() if k.lstrip("+~") not in self.ignored_keys}
         return tuple(sorted(items.items()))
 
     @cached_property
     def effective_key(self) -> str:
         """Digest of its effective config (of `config_key` for a folder without a config)."""
-        effective = effective_config(self.config) if self.config is not None else self.config_key
-        return digest(effective)
+        if self.config is None:
+            return digest(self.config_key)
+        return digest(effective_config(self.config, self.ignored_keys))
+
+    @property
+    def penalty_kind(self) -> str | None:
+        """Its `regularization.kind` (from the config, else the `regularization` override)."""
+        node = (self.config or {}).get("regularization")
+        kind = node.get("kind") if isinstance(node, dict) else self.overrides.get("regularization")
+        return str(kind) if kind is not None else None
 
     @property
     def run_key(self) -> tuple[str, str]:
@@ -70,33 +84,30 @@ class Job:
         return self.effective_key, str(seed)
 
 
-def ignored_penalty_options(option: str | None) -> set[str]:
-    """Penalty options the kind `option` does not take (l1 and l2 ignore l1_ratio): not a difference."""
-    kind = PENALTIES.find(option) if option else None
-    if kind is None:
-        return set()
-    own = set(signature_names(WeightPenalty)) | set(signature_names(kind))
-    every = {name for k in PENALTIES.names() for name in signature_names(PENALTIES.get(k))}
-    return every - own
-
-
-def effective_config(config: dict[str, Any]) -> dict[str, Any]:
+def effective_config(config: dict[str, Any], ignored_keys: Collection[str] = ()) -> dict[str, Any]:
     """`config` (resolved where it can be) less what does not change what the run does.
 
     Bookkeeping goes; a control group that builds no callback (no `_target_`, as
-    `regularization=none`) keeps none of its inert knobs; a penalty drops the options its kind
-    does not take.
+    `regularization=none`) keeps none of its inert knobs; `ignored_keys` (dotted, as
+    `regularization.l1_ratio`: the options a penalty kind does not take) go.
     """
     effective = {k: v for k, v in _resolved(config).items() if k not in BOOKKEEPING}
     for group in CONTROL_GROUPS:
         node = effective.get(group)
         if isinstance(node, dict) and "_target_" not in node:
             effective[group] = {}
-    penalty = effective.get("regularization")
-    if isinstance(penalty, dict) and penalty.get("kind"):
-        ignored = ignored_penalty_options(str(penalty["kind"]))
-        effective["regularization"] = {k: v for k, v in penalty.items() if k not in ignored}
+    for key in ignored_keys:
+        effective = _without(effective, key)
     return effective
+
+
+def _without(tree: dict[str, Any], dotted: str) -> dict[str, Any]:
+    # `tree` less the key at `dotted`, copied along its path; `tree` itself where it has none.
+    head, _, rest = dotted.partition(".")
+    if not rest:
+        return {k: v for k, v in tree.items() if k != head}
+    node = tree.get(head)
+    return {**tree, head: _without(node, rest)} if isinstance(node, dict) else tree
 
 
 def _resolved(config: dict[str, Any]) -> dict[str, Any]:
@@ -144,6 +155,7 @@ def collect_jobs(sweep_dir: Path, tags: list[str] | None = None) -> list[Job]:
     """Every job folder under `sweep_dir` (those holding a `.hydra` folder), in job order; with
     `tags`, only the jobs carrying all of them."""
     jobs = []
+    recorded: dict[Path, bool] = {}  # whether its metrics.json records its ignored keys
     folders = {p.parent for p in sweep_dir.rglob(".hydra") if p.is_dir()}
     for folder in sorted(folders, key=_job_order):
         record = read_record(folder) or {"status": "missing"}
@@ -163,6 +175,18 @@ def collect_jobs(sweep_dir: Path, tags: list[str] | None = None) -> list[Job]:
                 config=config,
                 seed=seed,
                 tags=job_tags,
+                ignored_keys=tuple(record.get("ignored_keys", ())),
             )
         )
+        recorded[jobs[-1].folder] = "ignored_keys" in record
+    return _borrowing_ignored_keys(jobs, recorded)
+
+
+def _borrowing_ignored_keys(jobs: list[Job], recorded: dict[Path, bool]) -> list[Job]:
+    # A job whose metrics.json does not say which keys it ignored (failed, unfinished, or
+    # written before they were recorded) takes those of a job of the same penalty kind that does.
+    by_kind = {job.penalty_kind: job.ignored_keys for job in jobs if recorded[job.folder]}
+    for job in jobs:
+        if not recorded[job.folder] and job.penalty_kind in by_kind:
+            job.ignored_keys = by_kind[job.penalty_kind]
     return jobs

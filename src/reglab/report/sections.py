@@ -13,10 +13,10 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from scipy import stats
 
-from reglab.callbacks.weight_penalty import NEAR_ZERO
 from reglab.report.intervals import SMALL_N, small_n_warning
 from reglab.report.layout import short_label
 from reglab.report.rows import ConfigRow
+from reglab.sparsity import NEAR_ZERO
 
 # Run bookkeeping, not a result: its own section in report.md, never t-tested.
 UNTESTED = ("epochs_run", "wall_time_s", "best_epoch")

@@ -143,9 +143,23 @@ def test_another_hydra_release_lists_help_groups_its_own_way(monkeypatch):
 
 
 def test_builtin_layer_table_is_the_registry():
+    # reglab.names copies the built-in layers' names so that the checks before a run need no
+    # torch: a layer added to (or removed from) reglab.nn must be added to (or removed from)
+    # names.BUILTIN_LAYERS too, under its kind, in sorted order.
     import reglab.run  # noqa: F401 - everything a run imports has registered its layers
 
-    assert {kind: tuple(layer_names(kind)) for kind in LAYER_KINDS} == names.BUILTIN_LAYERS
+    registered = {kind: tuple(layer_names(kind)) for kind in LAYER_KINDS}
+    differences = [
+        f"{kind}: add {sorted(set(found) - set(listed))}, remove {sorted(set(listed) - set(found))}"
+        for kind in LAYER_KINDS
+        if (found := registered[kind]) != (listed := names.BUILTIN_LAYERS.get(kind, ()))
+    ]
+    assert registered == names.BUILTIN_LAYERS, (
+        "reglab.nn's layers (nn/catalogue.py, activations.py, gated.py, sequence.py) and the "
+        "torch-free copy of their names differ: edit BUILTIN_LAYERS in src/reglab/names.py ("
+        + "; ".join(differences or ["its kinds"])
+        + ")"
+    )
 
 
 def test_strategy_table_names_lightning_strategies():

@@ -6,6 +6,9 @@ Each entry says what kind of layer it is (which model knob it may fill: `activat
 infers `in_channels` from the first, `embedding` its `num_embeddings` from the data's vocabulary
 size. Layers defined elsewhere register themselves the same way (Swish in activations.py, the gated
 block in gated.py, the recurrent, transformer and sequence layers in sequence.py).
+
+A built-in layer's name is also written in `reglab.names.BUILTIN_LAYERS` (the checks before a run
+read it without torch): add or remove it there too; tests/test_startup.py says which names differ.
 """
 
 from __future__ import annotations

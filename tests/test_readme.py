@@ -569,3 +569,41 @@ def test_the_lstm_figure_is_what_its_command_gives(tmp_path):
     (record,) = [json.loads(p.read_text()) for p in tmp_path.rglob("metrics.json")]
     assert record["seed"] == 42
     assert abs(record["test"]["test/acc"] - shown) <= 0.006, record["test"]
+
+
+# --- Extending reglab: the table of files to touch ------------------------------------------------
+
+EXTENSIONS = (
+    "a penalty", "a layer", "a data set", "a task", "a dropout schedule", "an augmentation op",
+    "a model config",
+)  # fmt: skip
+
+
+def extending_table(text: str = TEXT) -> dict[str, str]:
+    """README's "Extending reglab" table: what to add -> the rest of its row."""
+    section = text.split("## Extending reglab", 1)[1].split("\n## ", 1)[0]
+    return dict(re.findall(r"^\| (a[n]? [\w ]+?) \|(.*)\|$", section, re.M))
+
+
+def test_the_extending_table_has_a_row_per_extension_and_a_test_for_each():
+    table = extending_table()
+    assert list(table) == list(EXTENSIONS)
+    for what, row in table.items():
+        tests = re.findall(r"`(tests/test_[\w]+\.py)`", row)
+        assert len(tests) == 1, what
+
+
+def test_every_file_the_extending_table_names_exists():
+    # Repository paths (src/..., conf/..., tests/...); `<name>` stands for the new option's file,
+    # whose folder must exist.
+    named = [
+        path
+        for row in extending_table().values()
+        for path in re.findall(r"`((?:src|conf|tests)/[^`]+)`", row)
+    ]
+    assert len(named) >= 2 * len(EXTENSIONS)
+    for path in named:
+        target = ROOT / path.split("<", 1)[0]
+        assert target.exists(), (
+            f"README's Extending reglab table names {path}, which does not exist"
+        )

@@ -112,7 +112,9 @@ def validate(cfg: DictConfig) -> None:
     check_lists(cfg)
     check_built_groups(cfg)
     stopper = cfg.get("early_stopping")
-    if stopper and "_target_" in stopper:  # Lightning's EarlyStopping does not check these
+    # Lightning's EarlyStopping does not check these. (Its mode is `monitor_mode`: if that is
+    # left `auto` above, the run checks both.)
+    if stopper and "_target_" in stopper and cfg.monitor_mode != "auto":
         validate_early_stopping(stopper, cfg.monitor)
     reg = cfg.get("regularization") or {}
     for key in ("include", "exclude"):  # a string would be read as one pattern per character

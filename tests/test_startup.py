@@ -103,8 +103,9 @@ def test_help_lists_every_config_group():
     groups = result.stdout.partition("== Configuration groups ==")[2].partition("== Config ==")[0]
     listed = dict(line.split(": ", 1) for line in groups.splitlines() if ": " in line)
     for group in ("model", "data", "regularization", "dropout", "experiment"):
-        options = sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+        options = sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml") if p.stem != "base")
         assert listed[group] == ", ".join(options)
+    assert (CONF_DIR / "data" / "base.yaml").exists()  # shared keys, not an option: not listed
 
 
 def test_one_repository_lists_what_hydra_lists(monkeypatch):
@@ -122,7 +123,10 @@ def test_one_repository_lists_what_hydra_lists(monkeypatch):
         assert ConfigLoaderImpl.get_group_options is hydras_own
         list_help_groups_from_one_repository(["--help"])
         assert ConfigLoaderImpl.get_group_options is not hydras_own
-        assert hydra.format_config_groups(lambda group: True) == hydra_listing
+        # The same listing, less the groups' shared keys files (`base`), which are no options.
+        without_base = re.sub(r"\bbase(, )?", "", hydra_listing)
+        assert hydra.format_config_groups(lambda group: True) == without_base
+    assert "regularization: base, " in hydra_listing and not re.search(r"\bbase\b", without_base)
     assert "model: cnn, conv3d" in hydra_listing and "hydra/launcher: " in hydra_listing
 
 

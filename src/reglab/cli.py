@@ -303,7 +303,8 @@ def list_help_groups_from_one_repository(argv: Sequence[str] | None = None) -> N
     listing only reads that copy, so one copy per (primary config, overrides) prints the same
     help. Hydra has no public hook for this: its private `ConfigLoaderImpl.get_group_options` is
     replaced, in a help command's process only and on the releases in TESTED_HYDRA only; another
-    release (or one without these internals) lists the groups its own way.
+    release (or one without these internals) lists the groups its own way. The listing leaves out
+    a group's shared keys file (`data/base.yaml`): it is not an option to pick.
     """
     argv = sys.argv[1:] if argv is None else argv
     if not any(arg.partition("=")[0] in _HELP_FLAGS for arg in argv):
@@ -330,7 +331,8 @@ def list_help_groups_from_one_repository(argv: Sequence[str] | None = None) -> N
         key = (id(self), config_name, tuple(overrides or ()))
         if key not in repositories:
             repositories[key] = create_repository(self, config_name, list(overrides or ()))[1]
-        return repositories[key].get_group_options(group_name, results_filter)
+        options = repositories[key].get_group_options(group_name, results_filter)
+        return [option for option in options if option not in SHARED_FILES]
 
     ConfigLoaderImpl.get_group_options = get_group_options
 

@@ -27,7 +27,14 @@ from reglab.names import TRAINER_ARGUMENTS, strategy_names
 from reglab.targets import escape
 
 # Config groups whose option is one callback that acts on training (an empty option: nothing).
-CONTROL_GROUPS = ("regularization", "dropout", "batchnorm", "augmentation", "early_stopping")
+CONTROL_GROUPS = (
+    "regularization",
+    "constraint",
+    "dropout",
+    "batchnorm",
+    "augmentation",
+    "early_stopping",
+)
 MONITOR_MODES = ("auto", "min", "max")
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")
 PRECISIONS = (

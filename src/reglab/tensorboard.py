@@ -53,6 +53,7 @@ KNOBS = {
     "optimizer": ("lr", "weight_decay", "momentum"),
     "scheduler": (),
     "regularization": ("kind", "strength", "method", "l1_ratio"),
+    "constraint": ("kind", "max_value"),
     "dropout": ("schedule", "p"),
     "batchnorm": (),
     "augmentation": (),

@@ -1,6 +1,6 @@
 """Callbacks: one per file. Those that act on training derive from `Control` and are each driven
-by one config group (regularization, dropout, batchnorm, augmentation); the monitors (history,
-activation monitor, eval-mode audit) only watch.
+by one config group (regularization, constraint, dropout, batchnorm, augmentation); the monitors
+(history, activation monitor, eval-mode audit) only watch.
 """
 
 from reglab.callbacks.activation_monitor import ActivationMonitor
@@ -16,6 +16,7 @@ from reglab.callbacks.mode_audit import EvalModeAudit
 from reglab.callbacks.random_state import RandomState
 from reglab.callbacks.run_checkpoint import RunCheckpoint
 from reglab.callbacks.summary_file import ModelSummaryFile
+from reglab.callbacks.weight_constraint import WeightConstraint
 from reglab.callbacks.weight_penalty import WeightPenalty
 
 __all__ = [
@@ -33,6 +34,7 @@ __all__ = [
     "RichEpochBar",
     "RunCheckpoint",
     "TqdmEpochBar",
+    "WeightConstraint",
     "WeightPenalty",
     "epoch_bar",
 ]

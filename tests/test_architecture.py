@@ -43,6 +43,8 @@ LAYERS = {
     "nn": 3,
     "tensorboard": 3,
     "callbacks": 4,
+    # Vectorized studies: K member nets as one stacked module (reglab.nn layers, nothing above).
+    "stack": 4,
     "data": 4,
     "module": 4,
     "config": 4,

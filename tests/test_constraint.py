@@ -209,6 +209,38 @@ def test_constraint_none_builds_nothing_and_takes_the_shared_knobs(make_cfg):
     assert make_cfg("constraint=max_norm").constraint.max_value == 3.0
 
 
+class NonNegative:
+    """A toy kind from outside the tree: every weight >= 0 (Keras's NonNeg)."""
+
+    def reduce_dims(self, shape, unit_dim):
+        return ()  # one unit per weight
+
+    def project(self, param, dims):
+        moved = (param < 0).sum()
+        param.clamp_(min=0.0)
+        return moved
+
+
+def test_a_constraint_kind_registered_from_outside_the_tree_runs(make_cfg, tmp_path, register):
+    register(CONSTRAINTS, "non_negative", NonNegative)
+    cfg = make_cfg(
+        "model=mlp",
+        "model.width=16",
+        "constraint=max_norm",
+        "constraint.kind=non_negative",  # max_norm's knobs (max_value, axis) are not its
+        "trainer.max_epochs=1",
+        "logger=none",
+    )
+    train(cfg)
+    metrics = read_metrics(tmp_path / "run")
+    state = torch.load(metrics["best_checkpoint"], weights_only=True)["state_dict"]
+    linears = [v for k, v in state.items() if k.startswith("net.") and k.endswith("weight")]
+    assert linears and all((v >= 0).all() for v in linears if v.ndim == 2)
+    assert 0 < metrics["final"]["constraint/clipped_fraction"] < 1
+    with pytest.raises(ConfigError, match="non_negative"):
+        make_constraint("unknown")  # the message lists the registered kinds
+
+
 @pytest.mark.slow  # a subprocess: several seconds
 def test_train_py_prints_one_line_naming_the_knob_and_exits_2(tmp_path):
     result = run_train_py(["constraint=max_norm", "constraint.max_value=-1"], tmp_path)

@@ -574,8 +574,8 @@ def test_the_lstm_figure_is_what_its_command_gives(tmp_path):
 # --- Extending reglab: the table of files to touch ------------------------------------------------
 
 EXTENSIONS = (
-    "a penalty", "a layer", "a data set", "a task", "a dropout schedule", "an augmentation op",
-    "a model config",
+    "a penalty", "a constraint", "a layer", "a data set", "a task", "a dropout schedule",
+    "an augmentation op", "a model config",
 )  # fmt: skip
 
 

@@ -7,6 +7,11 @@ standardizes, moves the tensors to the training device once in `setup`, and serv
 
 Token data (a subclass whose `vocab_size` is an int) keeps integer inputs: int64 tensors in
 [0, vocab_size), never standardized, carried unchanged by every split and degradation knob.
+
+Byte data (a subclass with `byte_inputs = True`: photos such as CIFAR and SVHN) keeps its uint8
+inputs in memory and on the training device, a quarter of float32's size; its loaders turn each
+batch into standardized float32 there, (byte - mean) / std with the training split's moments
+(`standardize: false`: byte / 255), so the net and every callback see float inputs as usual.
 """
 
 from __future__ import annotations
@@ -47,6 +52,8 @@ class TensorDataModule(L.LightningDataModule):
     """
 
     task: str = CLASSIFICATION
+    #: uint8 inputs held as they are; each batch is standardized on its device (module docstring)
+    byte_inputs: bool = False
 
     def __init__(
         self,
@@ -110,7 +117,10 @@ class TensorDataModule(L.LightningDataModule):
         self, parts: dict[str, tuple[np.ndarray, np.ndarray]]
     ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         """The splits standardized with statistics of the training split (tokens stay as they are)."""
-        if self.standardize and self.vocab_size is None:
+        if self.byte_inputs:  # the loaders standardize each batch on the device
+            moments = self.input_moments(parts["train"][0]) if self.standardize else (0.0, 255.0)
+            self.byte_moments = tuple(np.asarray(m, dtype=np.float32) for m in moments)
+        elif self.standardize and self.vocab_size is None:
             mean, std = self.input_moments(parts["train"][0])
             parts = {k: ((x - mean) / std, y) for k, (x, y) in parts.items()}
         if self._task.standardize_targets and self.standardize_target:
@@ -300,7 +310,8 @@ class TensorDataModule(L.LightningDataModule):
             )
 
     def _to_tensors(self, x: np.ndarray, y: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        xt = torch.as_tensor(np.ascontiguousarray(x), dtype=self.input_dtype)
+        dtype = torch.uint8 if self.byte_inputs else self.input_dtype
+        xt = torch.as_tensor(np.ascontiguousarray(x), dtype=dtype)
         if self._task.class_labels:
             return xt, torch.as_tensor(y, dtype=torch.long)
         yt = torch.as_tensor(np.ascontiguousarray(y), dtype=torch.float32)
@@ -313,7 +324,9 @@ class TensorDataModule(L.LightningDataModule):
         trainer = self.trainer
         device = trainer.strategy.root_device if trainer else torch.device("cpu")
         rank, world = (trainer.global_rank, trainer.world_size) if trainer else (0, 1)
-        for name, split in self.splits.items():
+        splits = self.splits  # (byte data: its moments come with the splits)
+        inputs = self._byte_standardizer(device) if self.byte_inputs else None
+        for name, split in splits.items():
             loader = self._loaders[name] = TensorBatchLoader(
                 split.x.to(device),
                 split.y.to(device),
@@ -324,6 +337,7 @@ class TensorDataModule(L.LightningDataModule):
                 world_size=world,
                 drop_singleton=name == "train",
                 pad_shards=name == "train",
+                inputs=inputs,
             )
             if name == "train" and len(loader) == 0:  # a shard of one sample is dropped
                 raise ConfigError(
@@ -331,6 +345,11 @@ class TensorDataModule(L.LightningDataModule):
                     f"the training split ({len(split.x)} samples) gives no batch on {world} "
                     "processes: use more data or fewer devices",
                 )
+
+    def _byte_standardizer(self, device: torch.device) -> Callable[[torch.Tensor], torch.Tensor]:
+        """uint8 batch -> float32 (byte - mean) / std, on `device` (where the bytes live)."""
+        mean, std = (torch.as_tensor(m, device=device) for m in self.byte_moments)
+        return lambda x: (x.float() - mean) / std
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         """Augment training batches on their device; evaluation batches pass untouched."""

@@ -7,7 +7,7 @@ microseconds a sample) with one gather per epoch and a view per batch.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 from torch.utils.data import SequentialSampler
@@ -50,6 +50,7 @@ class TensorBatchLoader:
         world_size: int = 1,
         drop_singleton: bool = False,
         pad_shards: bool = False,
+        inputs: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> None:
         if len(x) != len(y):
             raise ValueError(f"x and y differ in length: {len(x)} != {len(y)}")
@@ -64,6 +65,8 @@ class TensorBatchLoader:
         # A last batch of one sample breaks BatchNorm in training: drop it there.
         self.drop_singleton = drop_singleton
         self.pad_shards = pad_shards
+        # Applied to each batch of x where it lives (uint8 bytes -> standardized float32).
+        self.inputs = inputs
 
     def _num_samples(self) -> int:
         if self.pad_shards:
@@ -91,4 +94,7 @@ class TensorBatchLoader:
             x, y = x[shard], y[shard]
         for batch in range(len(self)):
             start = batch * self.batch_size
-            yield x[start : start + self.batch_size], y[start : start + self.batch_size]
+            inputs = x[start : start + self.batch_size]
+            if self.inputs is not None:
+                inputs = self.inputs(inputs)
+            yield inputs, y[start : start + self.batch_size]

@@ -84,7 +84,7 @@ class StackedDropout1d(MemberRates, nn.Dropout1d):
 
     def mask_dims(self, ndim: int) -> int:
         """Per sample and channel of (N, C, L); a 2-d input is one unbatched (C, L)."""
-        return 1 if ndim == 2 else _channels(ndim)
+        return 2 if ndim == 3 else 1
 
 
 class StackedDropout2d(MemberRates, nn.Dropout2d):
@@ -99,8 +99,9 @@ class StackedDropout3d(MemberRates, nn.Dropout3d):
     """nn.Dropout3d with per-member masks and rates."""
 
     def mask_dims(self, ndim: int) -> int:
-        """Per sample and channel of (N, C, D, H, W); a 4-d input is one unbatched volume."""
-        return 1 if ndim == 4 else _channels(ndim)
+        """Per sample and channel of (N, C, D, H, W); torch reads any other input as unbatched:
+        its first dimension is then the channels."""
+        return 2 if ndim == 5 else 1
 
 
 class StackedDropPath(MemberRates, DropPath):

@@ -7,7 +7,9 @@ jobs would train the same run again. Before launching, this sweeper composes eve
 config and seed equal an earlier job's (`reglab.sweep.run_digest`: what the report counts as the
 same run). The first job of each run keeps it; the kept jobs are numbered 0, 1, ... as launched,
 so the same command (and `+resume_sweep`) gives the same job folders. It works for every
-launcher (basic, joblib, submitit, SLURM): dropped jobs are never started.
+launcher (basic, joblib, submitit, SLURM): dropped jobs are never started. A launcher with a
+`take_composed` method (reglab's vectorized launcher) gets the kept jobs' configs, so that it does
+not compose each job again.
 
 Hydra instantiates sweepers only from the `hydra_plugins` package, hence this module's place;
 conf/hydra/sweeper/reglab.yaml selects it, and conf/hydra/default.yaml makes it the default
@@ -30,6 +32,7 @@ class DistinctRunsSweeper(BasicSweeper):
         super().__init__(max_batch_size=max_batch_size, params=params)
         self.kept_runs: dict[str, int] = {}  # run digest -> number of the job that runs it
         self.skipped: list[dict[str, Any]] = []  # jobs not launched, with the job they equal
+        self.composed: dict[tuple[str, ...], Any] = {}  # this batch's job configs, by overrides
 
     def get_job_batch(self) -> Sequence[Sequence[str]]:
         """The next batch of jobs, less those equal to a job of this or an earlier batch."""
@@ -40,6 +43,10 @@ class DistinctRunsSweeper(BasicSweeper):
         kept, skipped = distinct_jobs(
             batch, self.compose, self.kept_runs, first_number=len(self.kept_runs)
         )
+        take_composed = getattr(self.launcher, "take_composed", None)
+        if take_composed is not None:  # a launcher that need not compose them again (vectorized)
+            take_composed({tuple(job): self.composed[tuple(job)] for job in kept})
+        self.composed.clear()
         if skipped:
             log.info(skipped_line(batch, skipped))
         self.skipped += skipped
@@ -48,10 +55,12 @@ class DistinctRunsSweeper(BasicSweeper):
         return kept
 
     def compose(self, overrides: Sequence[str]) -> Any:
-        """One job's config as its launcher will compose it."""
-        return self.hydra_context.config_loader.load_sweep_config(
+        """One job's config as its launcher will compose it (kept for a launcher that takes it)."""
+        config = self.hydra_context.config_loader.load_sweep_config(
             master_config=self.config, sweep_overrides=list(overrides)
         )
+        self.composed[tuple(overrides)] = config
+        return config
 
     def validate_batch_is_legal(self, batch: Sequence[Sequence[str]]) -> None:
         """Nothing: get_job_batch composed every job of the batch already (and raised if one fails)."""

@@ -43,8 +43,9 @@ LAYERS = {
     "nn": 3,
     "tensorboard": 3,
     "callbacks": 4,
-    # Vectorized studies: K member nets as one stacked module (reglab.nn layers, nothing above).
-    "stack": 4,
+    # Vectorized studies: K member nets as one stacked module (reglab.nn layers), stepped per
+    # member with reglab's optimizer and penalty callbacks (stack/optim.py, stack/penalty.py).
+    "stack": 5,
     "data": 4,
     "module": 4,
     "config": 4,

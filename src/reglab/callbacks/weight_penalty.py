@@ -225,7 +225,7 @@ class WeightPenalty(Control):
                 if id(param) not in settings:
                     continue
                 step = effective_step(settings[id(param)])
-                scale = _adam_scale(optimizer, param, settings[id(param)]) if adaptive else None
+                scale = adam_scale(optimizer, param, settings[id(param)]) if adaptive else None
                 if scale is None:
                     by_step.setdefault(step, []).append(param)
                 else:
@@ -282,7 +282,7 @@ def effective_step(settings: dict[str, Any]) -> float:
     lr * (1 - d) / (1 - mu) for heavy-ball momentum mu with dampening d, lr * (1 - mu d) / (1 - mu)
     with Nesterov: the momentum buffer settles at (1 - d) g / (1 - mu). Plain lr without momentum.
     Adam's bias-corrected first moment settles at g, so Adam's per-coordinate scaling
-    (`_adam_scale`) is the only other factor.
+    (`adam_scale`) is the only other factor.
     """
     lr = float(settings["lr"])
     momentum = float(settings.get("momentum") or 0.0)
@@ -305,7 +305,7 @@ def _second_moment_state(optimizer: torch.optim.Optimizer) -> bool:
 
 
 @torch.no_grad()
-def _adam_scale(
+def adam_scale(
     optimizer: torch.optim.Optimizer, param: torch.Tensor, settings: dict[str, Any]
 ) -> torch.Tensor | None:
     """1 / (sqrt(v_hat) + eps) per coordinate, as Adam scales its step; None without Adam state."""

@@ -6,6 +6,11 @@ callback knows no kind by name. The built-in kinds are ElasticNets
 R(w) = r * sum|w| + (1 - r) * sum w^2  (no 1/2), scaled by a strength lambda: L1 is r = 1, L2 is
 r = 0. Their gradient, value and proximal step use `torch._foreach_*` kernels over the whole
 parameter list, not a Python loop of small ops.
+
+Members of a stacked model (a vectorized study, `reglab.stack`) hold each parameter as one tensor
+[K, *member_shape]. The same maths serves them: a strength, a threshold or ElasticNet's
+`l1_ratio` may be a tensor [K], one value per member, which `member_view` broadcasts over each
+parameter's [K, ...]; member k's slice then gets exactly what member k's own run would get.
 """
 
 from __future__ import annotations
@@ -21,8 +26,31 @@ from reglab import checks
 from reglab.errors import ConfigError
 from reglab.registry import Registry
 
-#: A per-coordinate threshold: one number for every weight, or one tensor per parameter.
+#: A per-coordinate threshold: one number for every weight, or one tensor per parameter (one
+#: value per coordinate, or per member as [K, 1, ...]: it broadcasts over the parameter).
 Threshold = float | list[torch.Tensor]
+#: A strength: one number, or a tensor [K] with one per member of stacked parameters [K, ...].
+Strength = float | torch.Tensor
+
+
+def member_view(value: float | torch.Tensor, like: torch.Tensor) -> float | torch.Tensor:
+    """A per-member tensor [K] as [K, 1, ..., 1], to broadcast over `like` ([K, ...]); a number as is."""
+    if not isinstance(value, torch.Tensor):
+        return value
+    return value.reshape(-1, *(1,) * (like.ndim - 1))
+
+
+def _some(condition: bool | torch.Tensor) -> bool:
+    """Whether `condition` holds for some member (a number's condition is one bool)."""
+    return bool(condition.any()) if isinstance(condition, torch.Tensor) else bool(condition)
+
+
+def _add_times(grads: list[torch.Tensor], tensors: list[torch.Tensor], factor: Strength) -> None:
+    """grads += factor * tensors in place; a per-member factor [K] broadcast by `member_view`."""
+    if isinstance(factor, torch.Tensor):
+        torch._foreach_addcmul_(grads, tensors, [member_view(factor, t) for t in tensors])
+    else:
+        torch._foreach_add_(grads, tensors, alpha=factor)
 
 
 @runtime_checkable
@@ -44,10 +72,13 @@ class Penalty(Protocol):
         self,
         params: list[torch.Tensor],
         grads: list[torch.Tensor],
-        strength: float,
+        strength: Strength,
         smooth_only: bool = False,
     ) -> None:
-        """grads += strength * dR/dw in place; only the smooth part's gradient with `smooth_only`."""
+        """grads += strength * dR/dw in place; only the smooth part's gradient with `smooth_only`.
+
+        A kind that takes stacked members accepts a strength [K] (see `member_view`).
+        """
         ...
 
     def proximal_step(self, params: list[torch.Tensor], threshold: Threshold) -> None:
@@ -66,20 +97,33 @@ PENALTIES: Registry[Callable[..., Penalty]] = Registry("penalty kind")
 @PENALTIES.register("elastic_net")
 @dataclass(frozen=True)
 class ElasticNet:
-    """R(w) = l1_ratio * sum|w| + (1 - l1_ratio) * sum w^2."""
+    """R(w) = l1_ratio * sum|w| + (1 - l1_ratio) * sum w^2.
 
-    l1_ratio: float
+    `l1_ratio` is one number, or a tensor [K] of one per member of stacked parameters [K, ...]
+    (for the gradient and the proximal step; a member's value is its own ElasticNet's).
+    """
+
+    l1_ratio: float | torch.Tensor
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "l1_ratio", checks.probability("l1_ratio", self.l1_ratio))
+        ratio = self.l1_ratio
+        if isinstance(ratio, torch.Tensor):
+            for value in ratio.tolist():
+                checks.probability("l1_ratio", value)
+        else:
+            object.__setattr__(self, "l1_ratio", checks.probability("l1_ratio", ratio))
+        # Which parts some member has, settled once (no device sync per step).
+        object.__setattr__(self, "_parts", (_some(ratio > 0), _some(ratio < 1)))
 
     @property
     def has_l1_part(self) -> bool:
         """Whether the L1 part is there (the proximal method applies it)."""
-        return self.l1_ratio > 0
+        return self._parts[0]
 
     def value(self, params: list[torch.Tensor]) -> torch.Tensor:
         """R summed over `params` (a 0-dim tensor)."""
+        if isinstance(self.l1_ratio, torch.Tensor):
+            raise TypeError("a per-member ElasticNet has no one value: take each member's own")
         total = params[0].new_zeros(())
         if self.l1_ratio > 0:
             total = total + self.l1_ratio * torch.stack(torch._foreach_norm(params, 1)).sum()
@@ -93,27 +137,40 @@ class ElasticNet:
         self,
         params: list[torch.Tensor],
         grads: list[torch.Tensor],
-        strength: float,
+        strength: Strength,
         smooth_only: bool = False,
     ) -> None:
         """grads += strength * dR/dw: r * sign(w) (subgradient 0 at 0) + 2 (1 - r) w.
 
-        `smooth_only` adds only the L2 part (the L1 part is then applied proximally).
+        `smooth_only` adds only the L2 part (the L1 part is then applied proximally). A strength
+        or l1_ratio [K] gives each member of stacked parameters its own.
         """
-        if self.l1_ratio > 0 and not smooth_only:
-            torch._foreach_add_(grads, torch._foreach_sign(params), alpha=strength * self.l1_ratio)
-        if self.l1_ratio < 1:
-            torch._foreach_add_(grads, params, alpha=2.0 * strength * (1 - self.l1_ratio))
+        has_l1, has_l2 = self._parts
+        if has_l1 and not smooth_only:
+            _add_times(grads, torch._foreach_sign(params), strength * self.l1_ratio)
+        if has_l2:
+            _add_times(grads, params, 2.0 * strength * (1 - self.l1_ratio))
 
     @torch.no_grad()
     def proximal_step(self, params: list[torch.Tensor], threshold: Threshold) -> None:
-        """Soft-threshold the L1 part: w <- sign(w) * max(|w| - threshold * r, 0), in place."""
-        if isinstance(threshold, float | int):
-            if threshold * self.l1_ratio <= 0:
+        """Soft-threshold the L1 part: w <- sign(w) * max(|w| - threshold * r, 0), in place.
+
+        With an l1_ratio [K], each member of stacked parameters [K, ...] shrinks by its own r.
+        """
+        ratio = self.l1_ratio
+        shrink: float | list[torch.Tensor]
+        if isinstance(ratio, torch.Tensor):
+            ratios = [member_view(ratio, p) for p in params]
+            if isinstance(threshold, float | int):
+                shrink = torch._foreach_mul(ratios, threshold)
+            else:
+                shrink = torch._foreach_mul(threshold, ratios)
+        elif isinstance(threshold, float | int):
+            if threshold * ratio <= 0:
                 return
-            shrink: float | list[torch.Tensor] = threshold * self.l1_ratio
+            shrink = threshold * ratio
         else:
-            shrink = torch._foreach_mul(threshold, self.l1_ratio)
+            shrink = torch._foreach_mul(threshold, ratio)
         magnitudes = torch._foreach_abs(params)
         torch._foreach_sub_(magnitudes, shrink)
         torch._foreach_clamp_min_(magnitudes, 0.0)

@@ -43,6 +43,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from reglab import checks
 from reglab.errors import ConfigError
+from reglab.names import CONTROL_GROUPS
 from reglab.releases import is_tested
 from reglab.yaml_tags import tag_problems
 
@@ -71,15 +72,7 @@ _SWEEP_FUNCTION = re.compile(r"^\w+\((?P<values>.*)\)$")
 # and `+reglab.allow_any_target=true` (lifts the `_target_` allow-list).
 APPENDABLE_KEYS = ("resume_sweep", "reglab")
 # Groups whose options set every key their code reads: an appended key must be one of those.
-CLOSED_GROUPS = (
-    "data",
-    "regularization",
-    "constraint",
-    "dropout",
-    "batchnorm",
-    "augmentation",
-    "early_stopping",
-)
+CLOSED_GROUPS = ("data", *CONTROL_GROUPS)
 # Quoted pieces of an override value ('...' or "..."), where Hydra's grammar takes any character.
 _QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
 # Files that hold a group's shared keys (pulled in through `defaults`), not options to pick.

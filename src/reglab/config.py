@@ -23,18 +23,13 @@ from reglab.errors import ConfigError
 from reglab.log import rank_zero_only  # Lightning's, its rank set without importing Lightning
 from reglab.metric_directions import improves_toward
 from reglab.metric_directions import names as metric_names
-from reglab.names import TRAINER_ARGUMENTS, strategy_names
+from reglab.names import (
+    CONTROL_GROUPS,  # noqa: F401 - build, summary and the report read it here
+    TRAINER_ARGUMENTS,
+    strategy_names,
+)
 from reglab.targets import escape
 
-# Config groups whose option is one callback that acts on training (an empty option: nothing).
-CONTROL_GROUPS = (
-    "regularization",
-    "constraint",
-    "dropout",
-    "batchnorm",
-    "augmentation",
-    "early_stopping",
-)
 MONITOR_MODES = ("auto", "min", "max")
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")
 PRECISIONS = (

@@ -42,6 +42,15 @@ BUILTIN_LAYERS: dict[str, tuple[str, ...]] = {
     "upsample": ("upsample",),
     "other": ("flatten", "identity"),
 }  # fmt: skip
+# Config groups whose option is one callback that acts on training (an empty option: nothing).
+CONTROL_GROUPS = (
+    "regularization",
+    "constraint",
+    "dropout",
+    "batchnorm",
+    "augmentation",
+    "early_stopping",
+)
 # Lightning's StrategyRegistry (2.6); a name not listed here is looked up in the registry itself.
 LIGHTNING_STRATEGIES = (
     "ddp", "ddp_find_unused_parameters_false", "ddp_find_unused_parameters_true", "ddp_fork",

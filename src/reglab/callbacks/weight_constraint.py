@@ -36,10 +36,9 @@ from typing import Any
 import lightning as L
 import torch
 from torch import nn
-from torch.utils.hooks import RemovableHandle
 from typing_extensions import override
 
-from reglab.callbacks.control import Control
+from reglab.callbacks.control import Control, StepHooks
 from reglab.errors import ConfigError
 from reglab.regularization import make_constraint, select_parameters
 
@@ -85,7 +84,7 @@ class WeightConstraint(Control):
         self.include = _patterns("include", include)
         self.exclude = _patterns("exclude", exclude)
         self.targets: list[Target] = []
-        self._hooks: list[RemovableHandle] = []
+        self.step_hooks = StepHooks()
         self._moved: torch.Tensor | None = None  # units moved this epoch, on the weights' device
         self._seen = 0  # units the epoch's steps projected, moved or not
         self.last_logged: dict[str, float] = {}  # what the latest epoch end logged
@@ -137,16 +136,11 @@ class WeightConstraint(Control):
 
     @override
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._hooks = [
-            optimizer.register_step_post_hook(self.after_optimizer_step)
-            for optimizer in trainer.optimizers
-        ]
+        self.step_hooks.register(trainer, self.after_optimizer_step)
 
     @override
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        for hook in self._hooks:
-            hook.remove()
-        self._hooks = []
+        self.step_hooks.remove()
 
     # --- the projection ---------------------------------------------------------------------------
     @override

@@ -30,6 +30,7 @@ class MemberRates:
     p: float | tuple[float, ...]
     training: bool
     alpha = False
+    elementwise = False  # masks per element: the member's forward takes [K, B, ...] as it is
 
     def mask_dims(self, ndim: int) -> int:
         """How many leading dimensions of a member's input (batch included, `ndim` in all) the
@@ -41,6 +42,8 @@ class MemberRates:
         if not self.training:
             return x
         if not isinstance(self.p, (tuple, list)):
+            if self.elementwise:  # any layout will do: no merging (which may copy)
+                return super().forward(x)  # type: ignore[misc]
             return merged(x, super().forward)  # type: ignore[misc]
         keep = 1.0 - torch.tensor(self.p, dtype=x.dtype, device=x.device)
         kept = self.mask_dims(x.ndim - 1)
@@ -62,11 +65,14 @@ def _channels(ndim: int) -> int:
 class StackedDropout(MemberRates, nn.Dropout):
     """nn.Dropout with per-member masks and rates."""
 
+    elementwise = True
+
 
 class StackedAlphaDropout(MemberRates, nn.AlphaDropout):
     """nn.AlphaDropout with per-member masks and rates."""
 
     alpha = True
+    elementwise = True
 
 
 class StackedFeatureAlphaDropout(MemberRates, nn.FeatureAlphaDropout):

@@ -1,7 +1,7 @@
 """Stacked Linear, Embedding and positional-encoding layers: per-member weight tables in one tensor.
 
 Linear keeps `weight` as [K, out, in] and `bias` as [K, out] and computes all members with one
-batched matmul (`torch.baddbmm`: bias + x @ weight^T per member; inputs [K, B, ..., in]).
+batched matmul (`torch.baddbmm`: bias + weight @ x^T per member; inputs [K, B, ..., in]).
 Embedding keeps `weight` as [K, V, D] and looks member k's ids up in its own table (one lookup in
 the [K*V, D] view, ids offset by k*V; ids outside [0, V) raise as the member's lookup does).
 A learned positional table is [K, T, D]; the fixed sinusoids are shared.
@@ -35,13 +35,20 @@ class StackedLinear(nn.Module):
         self.bias = stack_parameter(members, "bias", path)
 
     def forward(self, x: Tensor) -> Tensor:
-        """Member k's x[k] @ weight[k]^T + bias[k], for every k in one batched matmul."""
+        """Member k's x[k] @ weight[k]^T + bias[k], for every k in one batched matmul.
+
+        Computed as weight @ x^T ([K, out, B], returned as its transposed view): the weight's
+        gradient then comes out in the weight's own layout (x @ weight^T would give it transposed,
+        and accumulating it would cost a strided copy as long as the matmul), and the next stacked
+        Linear reads the transposed view as a plain [K, in, B] matrix.
+        """
         flat = x if x.ndim == 3 else x.reshape(x.shape[0], -1, x.shape[-1])
-        weight = self.weight.transpose(1, 2)
+        columns = flat.transpose(1, 2)
         if self.bias is None:
-            out = torch.bmm(flat, weight)
+            out = torch.bmm(self.weight, columns)
         else:
-            out = torch.baddbmm(self.bias.unsqueeze(1), flat, weight)
+            out = torch.baddbmm(self.bias.unsqueeze(2), self.weight, columns)
+        out = out.transpose(1, 2)
         return out if x.ndim == 3 else out.reshape(*x.shape[:-1], self.out_features)
 
     def extra_repr(self) -> str:

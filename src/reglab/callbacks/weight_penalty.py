@@ -40,11 +40,10 @@ from typing import Any
 
 import lightning as L
 import torch
-from torch.utils.hooks import RemovableHandle
 from typing_extensions import override
 
 from reglab import checks, log
-from reglab.callbacks.control import Control
+from reglab.callbacks.control import Control, StepHooks
 from reglab.errors import ConfigError
 from reglab.regularization import PENALTIES, PenaltyGroup, make_penalty, select_parameters
 from reglab.sparsity import NEAR_ZERO
@@ -121,7 +120,7 @@ class WeightPenalty(Control):
         self.include, self.exclude, self.strengths = include, exclude, strengths
         self.groups: list[PenaltyGroup] = []
         self._scale = 1.0
-        self._hooks: list[RemovableHandle] = []
+        self.step_hooks = StepHooks()
         self.last_logged: dict[str, float] = {}  # what the latest epoch end logged
 
     @classmethod
@@ -169,16 +168,11 @@ class WeightPenalty(Control):
                 "Use proximal_threshold=adaptive or SGD."
             )
         # The proximal step follows every optimizer step (Lightning has no hook right after it).
-        self._hooks = [
-            optimizer.register_step_post_hook(self.after_optimizer_step)
-            for optimizer in trainer.optimizers
-        ]
+        self.step_hooks.register(trainer, self.after_optimizer_step)
 
     @override
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        for hook in self._hooks:
-            hook.remove()
-        self._hooks = []
+        self.step_hooks.remove()
 
     # --- the penalty ------------------------------------------------------------------------------
     def scale(self, epoch: int) -> float:

@@ -5,7 +5,16 @@ parameters [K, *member_shape] under the member's names); `STACKERS` holds each l
 stacked form (`@stacker(MyLayer)` adds one); a layer without one raises `NotStackable`.
 """
 
-from reglab.stack import activations, blocks, conv, dropout, linear, norm, shared  # noqa: F401
+from reglab.stack import (  # noqa: F401 - fill the registry
+    activations,
+    blocks,
+    conv,
+    dropout,
+    linear,
+    norm,
+    shared,
+    vmapped,
+)
 from reglab.stack.layers import STACKERS, NotStackable, stack_modules, stacker
 from reglab.stack.net import StackedNet, stack_nets
 

@@ -4,7 +4,7 @@ Float64 throughout: for every layer family and every shipped model config, the s
 equals each member's forward (train mode without dropout, and eval mode), the gradients of the sum
 of the members' losses equal each member's own, BatchNorm keeps each member's running statistics,
 dropout draws each member's own masks at its own rate, and a member's state dict goes in and out
-under the member's own keys. Configs with a layer that has no stacked form name it.
+under the member's own keys. A net with a layer that has no stacked form names it.
 """
 
 from __future__ import annotations
@@ -21,14 +21,15 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from conftest import CONF_DIR
-from reglab.nn import LAYERS, build_net
+from reglab.nn import LAYERS, LayerEntry, build_net
 from reglab.nn.activations import Swish
 from reglab.nn.drop_path import DropPath
 from reglab.nn.gated import GatedLinear
 from reglab.nn.modes import dropout_carriers, set_dropout_p
 from reglab.nn.residual import Residual
-from reglab.nn.sequence import PositionalEncoding, SequencePool
-from reglab.stack import NotStackable, StackedNet, stack_modules, stack_nets
+from reglab.nn.sequence import GRU, LSTM, PositionalEncoding, SequencePool
+from reglab.stack import STACKERS, NotStackable, StackedNet, stack_modules, stack_nets
+from reglab.stack.layers import type_key
 
 K = 3
 BATCH = 4
@@ -192,6 +193,19 @@ FAMILIES = {
         ),
         (2, 4, 4),
     ),
+    "lstm_bidirectional_last": (
+        lambda: nn.Sequential(LSTM(4, 5, num_layers=2, bidirectional=True, output="last")),
+        (6, 4),
+    ),
+    "lstm_sequence_no_bias": (
+        lambda: nn.Sequential(LSTM(4, 3, bias=False, output="sequence")),
+        (5, 4),
+    ),
+    "gru_bidirectional_max": (
+        lambda: nn.Sequential(GRU(4, 5, num_layers=2, bidirectional=True, output="max")),
+        (6, 4),
+    ),
+    "gru_mean": (lambda: nn.Sequential(GRU(4, 5, output="mean")), (6, 4)),
     "gated": (lambda: nn.Sequential(GatedLinear(5, 3), GatedLinear(3, 2)), (5,)),
     "gated_on_steps": (lambda: nn.Sequential(GatedLinear(5, 3)), (4, 5)),
     **{
@@ -229,8 +243,8 @@ MODEL_DATA = {
     "conv_autoencoder": ((1, 8, 8), {"output_shape": (1, 8, 8)}, 64, {"channels": 4}),
     "fit_tanh": ((1,), {}, 1, {}),
     "gated": ((64,), {}, 10, {"width": 16}),
-    "gru_net": ((8, 8), {}, 10, {}),
-    "lstm_net": ((8, 8), {}, 10, {}),
+    "gru_net": ((8, 8), {}, 10, {"width": 8}),
+    "lstm_net": ((8, 8), {}, 10, {"width": 8}),
     "mlp": ((64,), {}, 10, {"width": 16}),
     "preact_resnet18": ((3, 4, 4), {}, 10, {"blocks": 1}),  # slow: 512 channels
     "relu_bn_net": ((64,), {}, 10, {"width": 16}),
@@ -246,19 +260,10 @@ MODEL_DATA = {
     "wrn_16_4": ((3, 8, 8), {}, 10, SMALL_WRN),
     "wrn_28_10": ((3, 8, 8), {}, 10, SMALL_WRN),
 }
-# Why a config has no stacked form: the launcher prints this line and runs the members one by one.
-NOT_STACKABLE = {
-    "gru_net": "gru (reglab.nn.sequence.GRU) has no stacked form",
-    "lstm_net": "lstm (reglab.nn.sequence.LSTM) has no stacked form",
-}
 MODELS = sorted(p.stem for p in (CONF_DIR / "model").glob("*.yaml"))
 # Configs whose channel counts are fixed (no knob) take long in float64: the slow suite.
 LARGE = {"preact_resnet18"}
-STACKABLE = [
-    pytest.param(m, marks=pytest.mark.slow) if m in LARGE else m
-    for m in MODELS
-    if m not in NOT_STACKABLE
-]
+STACKABLE = [pytest.param(m, marks=pytest.mark.slow) if m in LARGE else m for m in MODELS]
 
 
 def model_spec(name: str, knobs: dict | None = None) -> dict:
@@ -280,7 +285,11 @@ def model_members(name: str) -> tuple[list[nn.Module], tuple[int, ...], int | No
 
 def test_every_model_config_is_covered():
     assert set(MODELS) <= set(MODEL_DATA), "give each config its data in MODEL_DATA"
-    assert set(NOT_STACKABLE) < set(MODELS)
+
+
+def test_every_catalogue_layer_has_a_stacked_form():
+    missing = [n for n in LAYERS.names() if STACKERS.find(type_key(LAYERS.get(n).cls)) is None]
+    assert missing == []
 
 
 @pytest.mark.parametrize("name", STACKABLE)
@@ -319,12 +328,20 @@ def test_batchnorm_keeps_each_members_running_statistics(name):
     assert not torch.equal(stacked.state_dict()[stats[0]][0], stacked.state_dict()[stats[0]][1])
 
 
-@pytest.mark.parametrize("name", sorted(NOT_STACKABLE))
-def test_a_config_that_cannot_be_stacked_names_its_layer(name):
-    nets, _, _ = model_members(name)
+def test_a_net_with_a_layer_without_stacked_form_names_it(register):
+    class Square(nn.Module):
+        def forward(self, x):
+            return x * x
+
+    register(LAYERS, "square", LayerEntry("square", Square, kind="activation"))
+    spec = model_spec("mlp", {"activation": "square", "width": 4})
+    nets = [build_net(spec, (6,), 2) for _ in range(2)]
     with pytest.raises(NotStackable) as error:
         stack_nets(nets)
-    assert str(error.value) == NOT_STACKABLE[name]
+    assert str(error.value) == (
+        "block_1.square (test_stack_net.test_a_net_with_a_layer_without_stacked_form_names_it."
+        "<locals>.Square) has no stacked form"
+    )
 
 
 def test_unstackable_layers_and_differing_members_are_named():
@@ -453,7 +470,7 @@ def _pattern_dims(dropped: torch.Tensor) -> int:
     return dropped.ndim
 
 
-@pytest.mark.parametrize("name", ["mlp", "transformer_net"])
+@pytest.mark.parametrize("name", ["mlp", "lstm_net", "transformer_net"])
 def test_members_with_equal_weights_differ_by_their_dropout_masks_only(name):
     shape, extra, outputs, knobs = MODEL_DATA[name]
     torch.manual_seed(0)

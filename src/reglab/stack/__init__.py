@@ -12,6 +12,7 @@ from reglab.stack import (  # noqa: F401 - fill the registry
     dropout,
     linear,
     norm,
+    recurrent,
     shared,
     vmapped,
 )

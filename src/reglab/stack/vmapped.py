@@ -5,8 +5,8 @@ Used for reglab's Transformer encoder: torch has batching rules for most of what
 falls back to a loop over the members for the rest (scaled dot-product attention, the fused
 encoder layer in eval mode), so the result is exact but the speed is about that of K members
 in a loop. LSTM and GRU have no batching rule at all (`aten::lstm`, `aten::gru`): torch.func
-cannot map them, and they stay NotStackable. Dropout inside draws each member's own masks
-(`randomness="different"`).
+cannot map them, so they have a stacked form of their own (reglab.stack.recurrent). Dropout
+inside draws each member's own masks (`randomness="different"`).
 """
 
 from __future__ import annotations

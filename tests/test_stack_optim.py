@@ -13,17 +13,19 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
 from torch import nn
 
-from conftest import ROOT
+from conftest import ROOT, quiet_trainer
 from reglab.callbacks import WeightPenalty
 from reglab.errors import ConfigError
 from reglab.optim import build_optimizer, build_scheduler
 from reglab.regularization import ElasticNet
+from reglab.stack.net import stack_nets
 from reglab.stack.optim import (
     MemberOptimizer,
     MemberSchedules,
@@ -104,9 +106,19 @@ def _rates(config: dict, per_member: bool = True) -> tuple[list[float], list[flo
 
 
 def _sequential(
-    config, lrs, wds, penalties=None, clip=None, schedule=None, steps=STEPS, scales=(1, 1, 1)
+    config,
+    lrs,
+    wds,
+    penalties=None,
+    clip=None,
+    schedule=None,
+    steps=STEPS,
+    scales=(1, 1, 1),
+    steps_of=None,
 ):
-    """Each member alone: reglab's optimizer, penalty callback maths, torch's clipping."""
+    """Each member alone: reglab's optimizer, penalty callback maths, torch's clipping.
+
+    Member k trains `steps_of[k]` steps (default: `steps`)."""
     nets = _nets()
     for k, net in enumerate(nets):
         optimizer = build_optimizer(net, _member_config(config, k, lrs, wds))
@@ -116,7 +128,7 @@ def _sequential(
             penalty.groups = penalty.parameter_groups(net)
             if penalty.method == "proximal":
                 optimizer.register_step_post_hook(penalty.after_optimizer_step)
-        for step in range(steps):
+        for step in range(steps if steps_of is None else steps_of[k]):
             x, y = _batch(step, scales)
             optimizer.zero_grad()
             F.cross_entropy(net(x[k]), y[k]).backward()
@@ -128,6 +140,16 @@ def _sequential(
             if scheduler is not None and (step + 1) % 5 == 0:
                 scheduler.step()
     return nets
+
+
+_UNPENALIZED: dict[str, list[nn.Sequential]] = {}
+
+
+def _unpenalized(name: str) -> list[nn.Sequential]:
+    """The members' own runs with OPTIMIZERS[name] and per-member rates, without penalty."""
+    if name not in _UNPENALIZED:
+        _UNPENALIZED[name] = _sequential(OPTIMIZERS[name], *_rates(OPTIMIZERS[name]))
+    return _UNPENALIZED[name]
 
 
 def _stacked(
@@ -191,13 +213,19 @@ def _assert_members_equal(named, nets, members=range(K)) -> None:
 # --- the optimizer --------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("per_member", [True, False], ids=["per_member_lr_wd", "shared_lr"])
-@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+# Members at one lr take torch's own step (no scaling): one case of each class.
+SHARED_LR = [(name, False) for name in ("sgd_nesterov", "adam_amsgrad", "adamw")]
+
+
+@pytest.mark.parametrize(
+    ("name", "per_member"), [(name, True) for name in sorted(OPTIMIZERS)] + SHARED_LR
+)
 def test_members_stepped_together_equal_their_own_runs(name, per_member):
     config = OPTIMIZERS[name]
     lrs, wds = _rates(config, per_member)
     named, _ = _stacked(config, lrs, wds)
-    _assert_members_equal(named, _sequential(config, lrs, wds))
+    nets = _unpenalized(name) if per_member else _sequential(config, lrs, wds)
+    _assert_members_equal(named, nets)
 
 
 @pytest.mark.parametrize("path", sorted((ROOT / "conf" / "optimizer").glob("*.yaml")), ids=str)
@@ -274,12 +302,10 @@ def test_a_member_deactivated_keeps_its_weights_and_state_bitwise(config, kind):
     after = _state_slices(optimizer, named, 1)
     assert after.keys() == kept["state"].keys() and after
     assert all(torch.equal(after[key], kept["state"][key]) for key in after)
+    # Members 0 and 2 equal their whole runs, member 1 its run stopped after STOP_AT steps.
     penalties = [WeightPenalty(kind=kind, strength=0.02, method=method) for _ in range(K)]
-    nets = _sequential(config, lrs, wds, penalties)
-    _assert_members_equal(named, nets, members=(0, 2))
-    # Member 1 equals its own run stopped after STOP_AT steps.
-    penalties = [WeightPenalty(kind=kind, strength=0.02, method=method) for _ in range(K)]
-    _assert_members_equal(named, _sequential(config, lrs, wds, penalties, steps=STOP_AT), [1])
+    nets = _sequential(config, lrs, wds, penalties, steps_of=(STEPS, STOP_AT, STEPS))
+    _assert_members_equal(named, nets)
 
 
 def _state_slices(optimizer, named, k) -> dict[tuple[str, str], torch.Tensor]:
@@ -310,7 +336,8 @@ PENALTY_CASES = {
     "l1_gradient_adamw": ("adamw", "l1", "gradient", {}),
     "l1_proximal_sgd": ("sgd", "l1", "proximal", {}),
     "l1_proximal_sgd_momentum": ("sgd_momentum", "l1", "proximal", {}),
-    "l1_proximal_sgd_nesterov_dampening": ("sgd_dampening", "l1", "proximal", {}),
+    "l1_proximal_sgd_dampening": ("sgd_dampening", "l1", "proximal", {}),
+    "l1_proximal_sgd_nesterov": ("sgd_nesterov", "l1", "proximal", {}),
     "l1_proximal_adam_adaptive": ("adam", "l1", "proximal", {}),
     "l1_proximal_adam_amsgrad_adaptive": ("adam_amsgrad", "l1", "proximal", {}),
     "l1_proximal_adam_lr_threshold": ("adam", "l1", "proximal", {"proximal_threshold": ["lr"] * K}),
@@ -349,7 +376,7 @@ def test_per_member_penalties_equal_each_members_weight_penalty(case):
     nets = _sequential(config, lrs, wds, _penalties(kind, method, **options))
     _assert_members_equal(penalized, nets)
     # The penalty did something: the members differ from unpenalized runs.
-    assert _largest_difference(penalized, _sequential(config, lrs, wds), [1, 2]) > 1e-4
+    assert _largest_difference(penalized, _unpenalized(optimizer), [1, 2]) > 1e-4
     if method == "proximal" and case != "l1_proximal_adam_lr_threshold":
         zeros = [
             (stacked[2] == 0).sum().item() for name, stacked in penalized if name.endswith("weight")
@@ -535,3 +562,51 @@ def test_a_resumed_optimizer_and_schedule_continue_as_the_uninterrupted_run():
     _train(named, resumed, range(10, 20), resumed_schedules)
     for (_, got), (_, want) in zip(named, whole, strict=True):
         assert torch.equal(got, want)
+
+
+# --- in a Lightning Trainer -----------------------------------------------------------------------
+
+
+class _StackedModule(L.LightningModule):
+    """How a stacked LightningModule uses this API: the MemberOptimizer is its optimizer, the
+    penalty's gradient goes in `on_before_optimizer_step`, clipping per member replaces
+    Lightning's in `configure_gradient_clipping`, the proximal step is an optimizer post-hook."""
+
+    def __init__(self, config, lrs, wds, penalties) -> None:
+        super().__init__()
+        self.net = stack_nets(_nets())
+        self.config, self.lrs, self.wds = config, lrs, wds
+        self.penalty = MemberPenalty(self.net.member_parameters(), penalties)
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        out = self.net(x)
+        return sum(F.cross_entropy(out[k], y[k]) for k in range(K))
+
+    def configure_optimizers(self):
+        optimizer = MemberOptimizer(
+            self.net.member_parameters(), self.config, lr=self.lrs, weight_decay=self.wds
+        )
+        optimizer.register_step_post_hook(lambda o, args, kwargs: self.penalty.proximal_step(o))
+        return optimizer
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        self.penalty.add_gradient()
+
+    def configure_gradient_clipping(
+        self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None
+    ) -> None:
+        clip_grad_norm_(self.net.parameters(), gradient_clip_val)
+
+
+def test_a_lightning_trainer_steps_the_members_as_their_own_runs():
+    config = OPTIMIZERS["adamw"]
+    lrs, wds = _rates(config)
+    module = _StackedModule(config, lrs, wds, _penalties("l1", "proximal"))
+    batches = [_batch(step, SCALES) for step in range(STEPS)]
+    trainer = quiet_trainer(max_epochs=1, accelerator="cpu", gradient_clip_val=0.5)
+    trainer.fit(module, torch.utils.data.DataLoader(batches, batch_size=None))
+    assert isinstance(trainer.optimizers[0], MemberOptimizer)
+    clip = (torch.nn.utils.clip_grad_norm_, 0.5)
+    nets = _sequential(config, lrs, wds, _penalties("l1", "proximal"), clip=clip, scales=SCALES)
+    _assert_members_equal(module.net.member_parameters(), nets)

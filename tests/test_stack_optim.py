@@ -115,14 +115,17 @@ def _sequential(
     steps=STEPS,
     scales=(1, 1, 1),
     steps_of=None,
+    optimizers=None,
 ):
     """Each member alone: reglab's optimizer, penalty callback maths, torch's clipping.
 
-    Member k trains `steps_of[k]` steps (default: `steps`)."""
+    Member k trains `steps_of[k]` steps (default: `steps`); its optimizer joins `optimizers`."""
     nets = _nets()
     for k, net in enumerate(nets):
         optimizer = build_optimizer(net, _member_config(config, k, lrs, wds))
         scheduler = build_scheduler(optimizer, schedule) if schedule else None
+        if optimizers is not None:
+            optimizers.append(optimizer)
         penalty = penalties[k] if penalties else None
         if penalty is not None:
             penalty.groups = penalty.parameter_groups(net)
@@ -610,3 +613,45 @@ def test_a_lightning_trainer_steps_the_members_as_their_own_runs():
     clip = (torch.nn.utils.clip_grad_norm_, 0.5)
     nets = _sequential(config, lrs, wds, _penalties("l1", "proximal"), clip=clip, scales=SCALES)
     _assert_members_equal(module.net.member_parameters(), nets)
+
+
+# --- a member's optimizer state in its own run's layout -------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["sgd_nesterov", "adam_amsgrad", "adamw"])
+def test_a_members_optimizer_state_is_its_own_runs(name):
+    config = OPTIMIZERS[name]
+    lrs, wds = _rates(config)
+    _, stacked = _stacked(config, lrs, wds)
+    optimizers = []
+    _sequential(config, lrs, wds, optimizers=optimizers)
+    for k, optimizer in enumerate(optimizers):
+        got, want = stacked.member_state_dict(k), optimizer.state_dict()
+        assert got["param_groups"] == want["param_groups"]
+        assert got["state"].keys() == want["state"].keys()
+        for index, entry in want["state"].items():
+            assert got["state"][index].keys() == entry.keys()
+            for key, value in entry.items():
+                torch.testing.assert_close(got["state"][index][key], value, rtol=0, atol=TOLERANCE)
+        optimizer.load_state_dict(got)  # torch takes it as its own
+
+
+def test_members_resumed_from_their_own_runs_state_continue_as_those_runs():
+    config = OPTIMIZERS["adamw_amsgrad"]
+    lrs, wds = _rates(config)
+    optimizers = []
+    nets = _sequential(config, lrs, wds, steps=10, optimizers=optimizers)
+    named = _stack(nets)
+    resumed = MemberOptimizer(named, config)  # the config's lr and weight decay until loaded
+    for k, optimizer in enumerate(optimizers):
+        resumed.load_member_state_dict(k, optimizer.state_dict())
+    assert resumed.lr.tolist() == lrs and resumed.weight_decay.tolist() == wds
+    _train(named, resumed, range(10, STEPS))
+    _assert_members_equal(named, _unpenalized("adamw_amsgrad"))
+    other = MemberOptimizer(_stack(_nets()), config)
+    other.load_member_state_dict(0, optimizers[0].state_dict())
+    later = copy.deepcopy(optimizers[1].state_dict())
+    for entry in later["state"].values():
+        entry["step"] = entry["step"] + 1
+    with pytest.raises(ValueError, match="members at different steps"):
+        other.load_member_state_dict(1, later)

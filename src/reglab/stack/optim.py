@@ -174,6 +174,71 @@ class MemberOptimizer(torch.optim.Optimizer):
             param.grad = param.grad.addcmul(param, wd)
         return grads
 
+    def member_state_dict(self, k: int) -> dict[str, Any]:
+        """Member k's optimizer state in the layout of its own run's optimizer's `state_dict()`.
+
+        The groups are those `reglab.optim.build_optimizer` gives the member net (one group
+        without weight decay, else weights then biases and norm parameters), with member k's lr
+        and weight decay; per-coordinate state (moments, momentum buffers) is member k's slice,
+        shared state (Adam's step count) is copied. A scheduler's `initial_lr` is not in it.
+        """
+        settings = {key: v for key, v in self.param_groups[0].items() if key != "params"}
+        weight_decay = float(self.weight_decay[k])
+        state: dict[int, dict[str, Any]] = {}
+        param_groups = []
+        index = 0
+        for decay, params in self._member_groups(weight_decay):
+            indices = []
+            for param in params:
+                entry = {
+                    key: value[k].clone() if _per_coordinate(value, param) else _copy(value)
+                    for key, value in self.state.get(param, {}).items()
+                }
+                if entry:
+                    state[index] = entry
+                indices.append(index)
+                index += 1
+            group = {**settings, "lr": float(self.lr[k]), "weight_decay": decay, "params": indices}
+            param_groups.append(group)
+        return {"state": state, "param_groups": param_groups}
+
+    @torch.no_grad()
+    def load_member_state_dict(self, k: int, state_dict: dict[str, Any]) -> None:
+        """Put member k's optimizer state (`member_state_dict`'s, or its own run's optimizer's
+        `state_dict()`) into slot k: its lr, weight decay and per-coordinate state. Shared state
+        (Adam's step count) must be the same for every member loaded (one optimizer steps them).
+        """
+        groups = state_dict["param_groups"]
+        weight_decay = float(groups[0]["weight_decay"])
+        layout = [params for _, params in self._member_groups(weight_decay)]
+        if [len(g["params"]) for g in groups] != [len(params) for params in layout]:
+            raise ValueError(f"member {k}'s optimizer state has other parameter groups")
+        self.lr[k] = float(groups[0]["lr"])
+        self.weight_decay[k] = weight_decay
+        for group, params in zip(groups, layout, strict=True):
+            for index, param in zip(group["params"], params, strict=True):
+                own = self.state[param]
+                for key, value in state_dict["state"].get(index, {}).items():
+                    if isinstance(value, torch.Tensor) and value.shape == param.shape[1:]:
+                        own.setdefault(key, torch.zeros_like(param))[k].copy_(value)
+                    elif key not in own:
+                        own[key] = _copy(value)
+                    elif not _same(own[key], value):
+                        raise ValueError(
+                            f"member {k}'s optimizer {key} is {value}, the others' {own[key]}: "
+                            "members at different steps cannot share one optimizer"
+                        )
+
+    def _member_groups(self, weight_decay: float) -> list[tuple[float, list[torch.Tensor]]]:
+        """(weight decay, stacked parameters) of each group of a member's own optimizer, as
+        `reglab.optim.parameter_groups` makes them (one group when nothing decays)."""
+        params = list(self.decays)
+        if not weight_decay:
+            return [(0.0, params)]
+        groups = [(weight_decay, [p for p in params if self.decays[p]])]
+        no_decay = [p for p in params if not self.decays[p]]
+        return groups + [(0.0, no_decay)] if no_decay else groups
+
     def state_dict(self) -> dict[str, Any]:
         """The torch optimizer's state dict with each member's lr, weight decay and active flag."""
         state = self.inner.state_dict()
@@ -219,6 +284,16 @@ class _Snapshot:
                     # State the step created (the first step) starts at 0 for an inactive member.
                     before = states.get(key, torch.zeros_like(value))
                     value.copy_(torch.where(keep, value, before))
+
+
+def _copy(value: Any) -> Any:
+    return value.clone() if isinstance(value, torch.Tensor) else value
+
+
+def _same(one: Any, other: Any) -> bool:
+    if isinstance(one, torch.Tensor) or isinstance(other, torch.Tensor):
+        return bool(torch.equal(torch.as_tensor(one), torch.as_tensor(other)))
+    return one == other
 
 
 def _per_coordinate(value: Any, param: torch.Tensor) -> bool:

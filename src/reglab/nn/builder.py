@@ -7,7 +7,10 @@ A spec entry is one of:
   {residual: [...], drop_path: 0.1}     a block whose input is added to its output (reglab.nn.residual);
                                         drop_path (optional) is stochastic depth on the block
 The last two are structural keywords, entries of reglab.nn.structures.STRUCTURES (one registry
-entry each, as layers are entries of LAYERS); the builder knows none of them by name.
+entry each, as layers are entries of LAYERS); the builder knows none of them by name. Two more
+build the standard CIFAR nets (conf/model/preact_resnet18.yaml, wide_resnet.yaml):
+  {preact_residual: [...], pre: [...]}  a pre-activation unit (He et al. 2016)
+  {stage: N, stride: S, block: [...]}   N copies of a block, the first one striding by S
   none / null                           nothing (lets a knob such as `norm: none` drop a layer)
 Shape arguments (in_features, in_channels, num_features, input_size, d_model, num_embeddings, ...)
 are inferred by a dry forward pass that tracks the shape and the dtype: integer token inputs flow

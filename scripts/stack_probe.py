@@ -7,7 +7,7 @@ and of one plain member net, in the same invocation, rounds interleaved so that 
 slows both alike; the best round of each counts. It prints the per-member time of the stacked
 step (its time / K), the plain step's time and their ratio (below 1: a stacked member trains
 faster than a plain net). `--kernels` also times the stacked Linear's candidate kernels
-(baddbmm, bmm + bias, einsum) forward + backward.
+(baddbmm in either layout, bmm + bias, einsum) forward + backward into the weight's gradient.
 
     python scripts/stack_probe.py                 # K = 5, 20, 50 on the CPU, one thread
     python scripts/stack_probe.py --members 5,20,50,100 --device cuda --threads 0
@@ -115,10 +115,11 @@ def linear_kernels(members: int, device: torch.device, steps: int) -> None:
     w = torch.randn(members, 256, 256, device=device, requires_grad=True)
     b = torch.randn(members, 256, device=device, requires_grad=True)
     x = torch.randn(members, BATCH, 256, device=device, requires_grad=True)
-    kernels = {
-        "baddbmm": lambda: torch.baddbmm(b.unsqueeze(1), x, w.transpose(1, 2)),
-        "bmm + bias": lambda: torch.bmm(x, w.transpose(1, 2)) + b.unsqueeze(1),
-        "einsum": lambda: torch.einsum("kbi,koi->kbo", x, w) + b.unsqueeze(1),
+    kernels = {  # the first is StackedLinear's
+        "baddbmm(b, w, x^T)^T": lambda: torch.baddbmm(b.unsqueeze(2), w, x.transpose(1, 2)),
+        "baddbmm(b, x, w^T)": lambda: torch.baddbmm(b.unsqueeze(1), x, w.transpose(1, 2)),
+        "bmm(x, w^T) + b": lambda: torch.bmm(x, w.transpose(1, 2)) + b.unsqueeze(1),
+        "einsum + b": lambda: torch.einsum("kbi,koi->kbo", x, w) + b.unsqueeze(1),
     }
     print(f"stacked Linear(256, 256) forward + backward, K = {members}, batch {BATCH}:")
     for name, kernel in kernels.items():
@@ -127,7 +128,7 @@ def linear_kernels(members: int, device: torch.device, steps: int) -> None:
             kernel().sum().backward()
 
         best_time(step, 5, device)
-        print(f"  {name:<11} {min(best_time(step, steps, device) for _ in range(3)) * 1e3:.3f} ms")
+        print(f"  {name:<21} {min(best_time(step, steps, device) for _ in range(3)) * 1e3:.3f} ms")
 
 
 def main() -> None:

@@ -1,5 +1,6 @@
 """LightningDataModules over in-memory tensors: digits, moons, function, regression, idx, volumes,
-adding, and the real data sets cifar10, cifar100, svhn, mnist, fashion_mnist, kmnist."""
+adding, the real data sets cifar10, cifar100, svhn, mnist, fashion_mnist, kmnist, and the bundled
+tables breast_cancer, iris, wine."""
 
 from reglab.data.adding import AddingDataModule
 from reglab.data.base import TensorDataModule
@@ -11,6 +12,7 @@ from reglab.data.mnist import MnistFamilyDataModule
 from reglab.data.photos import PhotoDataModule
 from reglab.data.svhn import SvhnDataModule
 from reglab.data.synthetic import FunctionDataModule, MoonsDataModule, RegressionDataModule
+from reglab.data.tables import TableDataModule
 from reglab.data.volumes import VolumesDataModule
 
 __all__ = [
@@ -26,6 +28,7 @@ __all__ = [
     "PhotoDataModule",
     "RegressionDataModule",
     "SvhnDataModule",
+    "TableDataModule",
     "TensorDataModule",
     "VolumesDataModule",
     "read_idx",

@@ -1,4 +1,5 @@
-"""Stacked containers: nn.Sequential, reglab's residual blocks and gated blocks, child by child.
+"""Stacked containers: nn.Sequential, reglab's residual blocks (plain and pre-activation) and gated
+blocks, child by child.
 
 A container's stacked form holds the stacked forms of its children under the children's names,
 so every parameter keeps the member's name (`block_1.linear.weight`).
@@ -13,7 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from reglab.nn.gated import GatedLinear
-from reglab.nn.residual import Residual
+from reglab.nn.residual import PreActResidual, Residual
 from reglab.stack.layers import NotStackable, stack_modules, stacker
 
 
@@ -44,6 +45,15 @@ def residual(members: list[nn.Module], path: str) -> nn.Module:
     children = stacked_children(members, path)
     stacked = Residual(children["block"])
     stacked.shortcut, stacked.drop_path = children["shortcut"], children["drop_path"]
+    return stacked
+
+
+@stacker(PreActResidual)
+def preact_residual(members: list[nn.Module], path: str) -> nn.Module:
+    """A pre-activation unit of the stacked pre layers, block, projection (if any) and drop path."""
+    children = stacked_children(members, path)
+    stacked = PreActResidual(children["pre"], children["block"], children.get("shortcut"))
+    stacked.drop_path = children["drop_path"]
     return stacked
 
 

@@ -484,3 +484,24 @@ def test_members_with_equal_weights_differ_by_their_dropout_masks_only(name):
     set_dropout_p(stacked, 0.0)  # a schedule's rate reaches every member's
     assert torch.allclose(stacked.train()(x)[0], evaluated[1], rtol=0, atol=TOL)
     assert F.mse_loss(train[0], evaluated[0]) > 0
+
+
+def test_members_with_other_dropout_rates_keep_their_own():
+    shape, _, outputs, knobs = MODEL_DATA["mlp"]
+    rates = (0.0, 0.3, 0.6)
+    nets = [
+        members(lambda p=p: build_net(model_spec("mlp", {**knobs, "dropout": p}), shape, outputs))[
+            0
+        ]
+        for p in rates
+    ]
+    stacked = stack_nets(nets).train()
+    assert {layer.p for _, layer in dropout_carriers(stacked)} == {rates}
+    x = inputs(shape)
+    out = stacked(x)
+    # The member at rate 0 computes what it computes alone; the others are masked.
+    assert torch.allclose(out[0], nets[0].train()(x[0]), rtol=0, atol=TOL)
+    assert not torch.allclose(out[1], nets[1].eval()(x[1]))
+    dropped = stacked.block_1.dropout(torch.ones(K, 4000, 8, dtype=torch.float64)) == 0
+    shares = dropped.double().mean(dim=(1, 2))
+    assert torch.allclose(shares, torch.tensor(rates, dtype=torch.float64), atol=0.02)

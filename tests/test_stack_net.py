@@ -489,12 +489,8 @@ def test_members_with_equal_weights_differ_by_their_dropout_masks_only(name):
 def test_members_with_other_dropout_rates_keep_their_own():
     shape, _, outputs, knobs = MODEL_DATA["mlp"]
     rates = (0.0, 0.3, 0.6)
-    nets = [
-        members(lambda p=p: build_net(model_spec("mlp", {**knobs, "dropout": p}), shape, outputs))[
-            0
-        ]
-        for p in rates
-    ]
+    specs = [model_spec("mlp", {**knobs, "dropout": p}) for p in rates]
+    nets = [members(lambda s=s: build_net(s, shape, outputs), k=1)[0] for s in specs]
     stacked = stack_nets(nets).train()
     assert {layer.p for _, layer in dropout_carriers(stacked)} == {rates}
     x = inputs(shape)

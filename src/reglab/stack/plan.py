@@ -20,9 +20,10 @@ name). Every other job runs alone, as the basic launcher runs it, with one reaso
 - a group split by `hydra.launcher.max_members` or by memory (`member_bytes` of its first member
   against `memory_budget`) into parts, balanced in launch order, one of which holds it alone.
 
-Keys are compared as written (OmegaConf, unresolved), and a key written differently is compared
-again resolved (`dropout.epochs=20` equals `${trainer.max_epochs}` at 20). An interpolation reads
-other keys, which are compared themselves: `data.shuffle_seed: ${seed}` follows each member's seed.
+Keys are compared as written (OmegaConf, unresolved); where one side is an interpolation, resolved
+too (`dropout.epochs=20` equals `${trainer.max_epochs}` at 20). An interpolation written alike
+reads other keys, which are compared themselves: `data.shuffle_seed: ${seed}` follows each
+member's seed.
 """
 
 from __future__ import annotations
@@ -155,9 +156,8 @@ class Job:
 
     cfg: DictConfig
     written: dict[str, Any]  # the config as written (interpolations unresolved), less `hydra`
-    flat: dict[
-        KeyPath, Any
-    ]  # `written` flattened (lists, empty mappings: values), less BOOKKEEPING
+    # `written` flattened (lists and empty mappings are values), less BOOKKEEPING
+    flat: dict[KeyPath, Any]
     choices: dict[str, Any]  # hydra.runtime.choices: the option of each config group
 
     @classmethod

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
+from types import SimpleNamespace
 
 import lightning as L
 import pytest
@@ -22,6 +23,7 @@ from torch import nn
 
 from conftest import ROOT, quiet_trainer
 from reglab.callbacks import WeightPenalty
+from reglab.callbacks.weight_penalty import LOGGED
 from reglab.errors import ConfigError
 from reglab.optim import build_optimizer, build_scheduler
 from reglab.regularization import ElasticNet
@@ -403,13 +405,23 @@ def test_warm_up_scales_every_members_strength():
     _assert_members_equal(named, _sequential(config, lrs, wds, sequential))
 
 
-def test_members_penalty_values_are_their_own():
+def test_members_penalty_values_and_statistics_are_their_own():
     named = _stack(_nets())
-    members = _penalties("elastic_net", l1_ratio=[0.2, 0.5, 0.9])
-    values = MemberPenalty(named, members).values()
+    members = _penalties("elastic_net", l1_ratio=[0.2, 0.5, 0.9], warmup_epochs=[2] * K)
+    penalty = MemberPenalty(named, members)
+    penalty.set_epoch(1)
+    values = penalty.values()
     for k, (member, net) in enumerate(zip(members, _nets(), strict=True)):
         member.groups = member.parameter_groups(net)
+        member._scale = member.scale(1)
         assert values[k].item() == pytest.approx(member.value().item(), rel=1e-14, abs=1e-300)
+        member.on_train_epoch_end(None, SimpleNamespace(log_dict=lambda stats, **kwargs: None))
+        logged = member.last_logged
+        assert penalty.statistics(k) == pytest.approx(logged, rel=1e-14, abs=1e-300)
+        assert set(logged) == {f"reg/{name}" for name in LOGGED} - {
+            "reg/data_loss",
+            "reg/objective",
+        }
 
 
 def test_members_differing_in_a_shared_setting_are_refused():

@@ -243,16 +243,11 @@ class WeightPenalty(Control):
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # The weights, hence the penalty statistics, are the same on every rank; the data loss is
         # this rank's: sync_dist averages it into the epoch's over every rank's (equal) shard.
-        params = [p.detach() for group in self.groups for p in group.params]
-        flat = torch.cat([p.reshape(-1) for p in params])
         penalty = self.value().item()
         stats = {
             "reg/strength": self.strength * self._scale,
             "reg/penalty": penalty,
-            "reg/l1_norm": flat.abs().sum().item(),
-            "reg/l2_norm": flat.norm().item(),
-            "reg/zero_fraction": (flat == 0).float().mean().item(),
-            "reg/near_zero_fraction": (flat.abs() < NEAR_ZERO).float().mean().item(),
+            **weight_statistics([p.detach() for group in self.groups for p in group.params]),
         }
         data_loss = getattr(pl_module, "epoch_data_loss", lambda stage: None)("train")
         if data_loss is not None:
@@ -268,6 +263,17 @@ class WeightPenalty(Control):
         records them in the run's history.
         """
         return dict(self.last_logged) if stage == "train" else {}
+
+
+def weight_statistics(params: list[torch.Tensor]) -> dict[str, float]:
+    """The `reg/` norms of the penalized weights and their fraction of (near) zeros."""
+    flat = torch.cat([p.reshape(-1) for p in params])
+    return {
+        "reg/l1_norm": flat.abs().sum().item(),
+        "reg/l2_norm": flat.norm().item(),
+        "reg/zero_fraction": (flat == 0).float().mean().item(),
+        "reg/near_zero_fraction": (flat.abs() < NEAR_ZERO).float().mean().item(),
+    }
 
 
 def effective_step(settings: dict[str, Any]) -> float:

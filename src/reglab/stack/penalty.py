@@ -24,7 +24,12 @@ from collections.abc import Iterator, Sequence
 import torch
 
 from reglab import checks
-from reglab.callbacks.weight_penalty import WeightPenalty, adam_scale, effective_step
+from reglab.callbacks.weight_penalty import (
+    WeightPenalty,
+    adam_scale,
+    effective_step,
+    weight_statistics,
+)
 from reglab.regularization.penalties import PENALTIES, Penalty, member_view
 from reglab.stack.optim import MemberOptimizer
 
@@ -154,6 +159,17 @@ class MemberPenalty:
                 own = member.penalty.value([p[k] for p in params]).double().cpu()
                 totals[k] += strength[k] * own
         return totals
+
+    @torch.no_grad()
+    def statistics(self, k: int) -> dict[str, float]:
+        """Member k's `reg/` strength, penalty, norms and zero fractions, as its own
+        WeightPenalty logs them at an epoch's end (without the data loss and objective)."""
+        params = [p.detach()[k] for _, group in self.groups for p in group]
+        return {
+            "reg/strength": self.members[k].strength * self._scale,
+            "reg/penalty": self.values()[k].item(),
+            **weight_statistics(params),
+        }
 
 
 def _stacked_penalty(kind: str, penalties: list[Penalty], like: torch.Tensor) -> Penalty:

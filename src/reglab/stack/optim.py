@@ -98,7 +98,9 @@ class MemberOptimizer(torch.optim.Optimizer):
         self.param_groups, self.state = self.inner.param_groups, self.inner.state
         self.members = count
         self.lr = _members(self.inner.defaults["lr"] if lr is None else lr, count, "lr")
-        self.weight_decay = _members(decay if weight_decay is None else weight_decay, count, "wd")
+        self.weight_decay = _members(
+            decay if weight_decay is None else weight_decay, count, "weight_decay"
+        )
         self.active = torch.ones(count, dtype=torch.bool)
         # As reglab.optim.parameter_groups: weights decay, biases and norm parameters do not.
         self.decays = {p: p.ndim - 1 > 1 for p in params}

@@ -501,3 +501,14 @@ def test_members_with_other_dropout_rates_keep_their_own():
     dropped = stacked.block_1.dropout(torch.ones(K, 4000, 8, dtype=torch.float64)) == 0
     shares = dropped.double().mean(dim=(1, 2))
     assert torch.allclose(shares, torch.tensor(rates, dtype=torch.float64), atol=0.02)
+
+
+def test_recurrent_members_keep_their_own_rates_and_the_transformer_names_other_rates():
+    lstms = [nn.Sequential(OrderedDict(lstm=LSTM(3, 4, num_layers=2, dropout=p))) for p in (0, 0.5)]
+    assert stack_nets(lstms).lstm.between.p == (0.0, 0.5)
+    shape, extra, outputs, knobs = MODEL_DATA["transformer_net"]
+    specs = [model_spec("transformer_net", {**knobs, "dropout": p}) for p in (0.1, 0.2)]
+    with pytest.raises(
+        NotStackable, match=r"^transformer_encoder \(reglab.nn.sequence.Trans.*other dropout rates"
+    ):
+        stack_nets([build_net(spec, shape, outputs, **extra) for spec in specs])

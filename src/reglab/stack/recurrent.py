@@ -18,7 +18,13 @@ from torch import Tensor, nn
 
 from reglab.nn.sequence import GRU, LSTM, pool_steps
 from reglab.stack.dropout import stack_dropout
-from reglab.stack.layers import NotStackable, describe, same_settings, stack_parameter, stacker
+from reglab.stack.layers import (
+    NotStackable,
+    describe,
+    same_settings,
+    stack_parameter,
+    stacker,
+)
 
 
 class StackedRecurrent(nn.Module):
@@ -30,7 +36,11 @@ class StackedRecurrent(nn.Module):
         same_settings(members, path)
         rnns = [m.rnn for m in members]
         first = rnns[0]
-        same_settings(rnns, f"{path}.rnn")
+        shapes = {_shape(r) for r in rnns}  # the dropout rate between layers may differ
+        if len(shapes) > 1:
+            raise NotStackable(
+                f"{path}.rnn ({describe(type(first))}) differs across members: {sorted(shapes)}"
+            )
         if getattr(first, "proj_size", 0):
             raise NotStackable(
                 f"{path} ({describe(type(members[0]))}) with proj_size has no stacked form"
@@ -92,6 +102,11 @@ class StackedRecurrent(nn.Module):
                 h = (1 - z) * n + z * h
             states[t] = h
         return torch.stack(states, dim=2)
+
+
+def _shape(rnn: nn.RNNBase) -> tuple:
+    return (rnn.mode, rnn.input_size, rnn.hidden_size, rnn.num_layers, rnn.bias,
+            rnn.batch_first, rnn.bidirectional, rnn.proj_size)  # fmt: skip
 
 
 def _affine(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:

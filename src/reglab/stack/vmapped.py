@@ -6,7 +6,8 @@ falls back to a loop over the members for the rest (scaled dot-product attention
 encoder layer in eval mode), so the result is exact but the speed is about that of K members
 in a loop. LSTM and GRU have no batching rule at all (`aten::lstm`, `aten::gru`): torch.func
 cannot map them, so they have a stacked form of their own (reglab.stack.recurrent). Dropout
-inside draws each member's own masks (`randomness="different"`).
+inside draws each member's own masks (`randomness="different"`), at one rate for all members:
+members with other rates are NotStackable.
 """
 
 from __future__ import annotations
@@ -17,8 +18,16 @@ import warnings
 from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
+from reglab.nn.modes import dropout_rates
 from reglab.nn.sequence import TransformerEncoder
-from reglab.stack.layers import same_settings, stack_parameter, stack_tensors, stacker
+from reglab.stack.layers import (
+    NotStackable,
+    describe,
+    same_settings,
+    stack_parameter,
+    stack_tensors,
+    stacker,
+)
 
 
 class Vmapped(nn.Module):
@@ -31,7 +40,14 @@ class Vmapped(nn.Module):
 
     def __init__(self, members: list[nn.Module], path: str) -> None:
         super().__init__()
-        same_settings(members, path)
+        rates = [dropout_rates(m) for m in members]
+        if any(r != rates[0] for r in rates):
+            raise NotStackable(
+                f"{path} ({describe(type(members[0]))}) has other dropout rates in another member: "
+                "its stacked form (torch.func.vmap) takes one rate for all"
+            )
+        for name, _ in members[0].named_modules():
+            same_settings([m.get_submodule(name) for m in members], f"{path}.{name}".rstrip("."))
         template = copy.deepcopy(members[0])
         for name, _ in members[0].named_parameters():
             owner, _, leaf = name.rpartition(".")

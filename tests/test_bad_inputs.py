@@ -106,6 +106,8 @@ BAD_VALUES = [
     # (`model.width=2000000000` in the allocator, `+scheduler.foo=1`, `+optimizer.betas=[0.9]`,
     # `early_stopping.stopping_threshold=abc` mid-run); the rest were refused already and stay so.
     ("+model.foo=1", "model.foo"),
+    # A removed key that another value refers to: OmegaConf's traceback from inside the build.
+    ("model=resnet ~model.channels", "model.layers[0].conv2d.out_channels"),
     ("+trainer.max_epoch=3", "trainer.max_epoch"),
     ("optimizer.lr=0", "optimizer.lr"),
     ("model.activation=", "model.activation"),

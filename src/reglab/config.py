@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import InterpolationResolutionError
 
 import reglab.tasks  # noqa: F401 - registers the built-in tasks, which declare their metrics
 from reglab import checks
@@ -92,11 +93,24 @@ def digest(plain_config: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+def check_interpolations(cfg: DictConfig) -> None:
+    """A `${key}` naming a key the config lacks (`model=resnet '~model.channels'`): one line
+    naming the value that refers to it, not OmegaConf's traceback from deep inside a build."""
+    try:
+        OmegaConf.to_container(cfg, resolve=True)
+    except InterpolationResolutionError as error:
+        message = str(error).splitlines()[0]
+        raise ConfigError(
+            error.full_key or "", f"{message}; set it or remove the reference"
+        ) from None
+
+
 def validate(cfg: DictConfig) -> None:
     """Raise `ConfigError` naming the key for values that would only fail later, mid-run.
 
     Also settles `monitor_mode: auto` to the direction the monitored metric improves in.
     """
+    check_interpolations(cfg)
     checks.folder_name("task_name", cfg.get("task_name"))
     check_targets(cfg)
     checks.seed("seed", cfg.get("seed"))

@@ -173,13 +173,7 @@ class TensorDataModule(L.LightningDataModule):
     @cached_property
     def splits(self) -> dict[str, Split]:
         """Seeded train/val/test splits, standardized with statistics of the training split."""
-        arrays = self.load_arrays()
-        raw = arrays if isinstance(arrays, dict) else {"all": arrays}
-        for x, y in raw.values():  # refused here, not as "training diverged" after an epoch
-            self._check_arrays(x, y)
-        parts = self._split(raw)
-        parts["train"] = self._degrade(*parts["train"])
-        parts = self.standardized(parts)
+        parts = self.standardized(self.split(self.load_arrays()))
         splits = {k: Split(*self._to_tensors(x, y)) for k, (x, y) in parts.items()}
         for name, split in splits.items():  # finite values too large for float32 become inf
             bad = int((~torch.isfinite(split.x)).sum()) + int((~torch.isfinite(split.y)).sum())
@@ -188,6 +182,22 @@ class TensorDataModule(L.LightningDataModule):
                     "", f"{bad} values of the {name} split overflow float32: rescale the data"
                 )
         return splits
+
+    def split(
+        self, arrays: tuple[np.ndarray, np.ndarray] | dict[str, tuple[np.ndarray, np.ndarray]]
+    ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """`arrays` (as `load_arrays` gives them) checked and split into seeded 'train', 'val' and
+        'test' parts, the training part degraded (`train_fraction`, `label_noise`), unstandardized.
+
+        The split depends on the number of samples, the targets and the seeds, never on the input
+        values: a reader may split sample indices (streamed files, table rows) and read later.
+        """
+        raw = arrays if isinstance(arrays, dict) else {"all": arrays}
+        for x, y in raw.values():  # refused here, not as "training diverged" after an epoch
+            self._check_arrays(x, y)
+        parts = self._split(raw)
+        parts["train"] = self._degrade(*parts["train"])
+        return parts
 
     def _check_arrays(self, x: np.ndarray, y: np.ndarray) -> None:
         """Refuse data no training can use: no samples, NaN/inf values, bad class labels."""

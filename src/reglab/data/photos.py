@@ -97,17 +97,32 @@ class PhotoDataModule(TensorDataModule):
 
     def input_moments(self, x_train: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Mean and std of each channel's bytes, exact from their counts (no float copy)."""
-        values = np.arange(256, dtype=np.float64)
-        counts = np.stack(
-            [np.bincount(x_train[:, c].ravel(), minlength=256) for c in range(x_train.shape[1])]
-        ).astype(np.float64)
-        total = counts.sum(axis=1)
-        mean = counts @ values / total
-        std = np.sqrt(np.maximum(counts @ values**2 / total - mean**2, 0.0))
-        shape = (1, -1) + (1,) * (x_train.ndim - 2)
-        return mean.reshape(shape), np.where(std > 1e-8, std, 1.0).reshape(shape)
+        return byte_moments(byte_counts(x_train), x_train.ndim)
 
     @property
     def num_classes(self) -> int:
         """The official number of classes (whichever a small training split happens to hold)."""
         return self.classes
+
+
+def byte_counts(images: np.ndarray) -> np.ndarray:
+    """How often each byte value occurs in each channel of uint8 `images` (N, C, ...): (C, 256).
+
+    Counts of batches add up to the counts of their union: a reader that streams its images
+    sums them batch by batch and gets the moments of the whole split, exactly.
+    """
+    return np.stack(
+        [np.bincount(images[:, c].ravel(), minlength=256) for c in range(images.shape[1])]
+    )
+
+
+def byte_moments(counts: np.ndarray, ndim: int = 4) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and std of each channel from its `byte_counts`, shaped to broadcast over (N, C, ...)
+    of `ndim` axes; a constant channel gets std 1."""
+    values = np.arange(256, dtype=np.float64)
+    counts = counts.astype(np.float64)
+    total = counts.sum(axis=1)
+    mean = counts @ values / total
+    std = np.sqrt(np.maximum(counts @ values**2 / total - mean**2, 0.0))
+    shape = (1, -1) + (1,) * (ndim - 2)
+    return mean.reshape(shape), np.where(std > 1e-8, std, 1.0).reshape(shape)

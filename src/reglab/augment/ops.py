@@ -11,7 +11,10 @@ before building. An op defined in any file joins the table with one call:
 
     OPS.register("invert", Op(lambda input_shape, scale=-1.0: Scale(scale)))
 
-The image ops come from kornia (imported when an op is built: it is slow to import).
+The image ops come from kornia (imported when an op is built: it is slow to import). Ops on
+pixel intensities (RandAugment, a crop padded with black) wrap their module in
+`reglab.augment.pixels.InPixels`; larger ops live in their own files (`cutout.py`, `policies.py`),
+registered with `op` and imported by `reglab.augment`.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import torch
 from torch import nn
 
 from reglab import checks
+from reglab.augment.pixels import InPixels
 from reglab.registry import Registry
 
 Shape = tuple[int, ...]
@@ -90,13 +94,24 @@ def rotation(input_shape: Shape, degrees: float = 10.0) -> nn.Module:
     return K.RandomRotation(degrees=checks.number("degrees", degrees, 0.0, 180.0), p=1.0)
 
 
+# What `crop` pads with: zeros of the batch as the net sees it (standardized: the mean colour),
+# or black pixels, as torchvision's RandomCrop pads a picture before ToTensor and Normalize.
+CROP_FILLS = ("zero", "black")
+
+
 @op("crop", needs_images=True)
-def crop(input_shape: Shape, padding: int = 1) -> nn.Module:
-    """Zero-pad by `padding` pixels, then crop back to the input size at a random place."""
+def crop(input_shape: Shape, padding: int = 1, fill: str = "zero") -> nn.Module:
+    """Pad by `padding` pixels, then crop back to the input size at a random place.
+
+    `fill`: `zero` pads with zeros of the batch as it is; `black` with intensity 0 (photo data
+    only: the crop then runs on intensities, `reglab.augment.pixels.InPixels`).
+    """
     import kornia.augmentation as K
 
     padding = checks.integer("padding", padding)
-    return K.RandomCrop(tuple(input_shape[1:]), padding=padding, p=1.0)
+    fill = checks.choice("fill", fill, CROP_FILLS)
+    module = K.RandomCrop(tuple(input_shape[1:]), padding=padding, p=1.0)
+    return InPixels(module) if fill == "black" else module
 
 
 @op("erasing", needs_images=True)

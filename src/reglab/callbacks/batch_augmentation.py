@@ -1,20 +1,23 @@
 """Augments training batches on their device; driven by the `augmentation` group.
 
 The config lists per-sample ops, applied in order (`ops: [{rotation: {degrees: 10}}, {crop:
-{padding: 1}}]`, names from `reglab.augment.OPS`: flip, rotation, crop, erasing, noise), and at
-most one mixing op applied last (`mix: {mixup: {alpha: 0.2, prob: 1.0, mode: batch}}`, from
-`reglab.augment.MIXES`: mixup, cutmix, mixup_cutmix, with timm's prob / switch_prob / mode).
-Mixing turns labels into soft targets (one-hot mixtures; the loss takes probabilities).
+{padding: 1}}]`, names from `reglab.augment.OPS`: flip, rotation, crop, erasing, cutout, noise,
+randaugment, trivialaugment), and at most one mixing op applied last (`mix: {mixup: {alpha: 0.2,
+prob: 1.0, mode: batch}}`, from `reglab.augment.MIXES`: mixup, cutmix, mixup_cutmix, with timm's
+prob / switch_prob / mode). Mixing turns labels into soft targets (one-hot mixtures; the loss
+takes probabilities).
 
 This callback is the transform: `reglab.run` hands it to the data module
 (`datamodule.train_batch_transform`), which calls it on training batches after they reached their
 device; validation and test see the data as it is. As a callback it refuses, before training,
 any op on integer token ids, image ops (and cutmix) on features or sequences, and mixing on
-regression, and logs one picture per run to TensorBoard (`watch/augmentation`, images only; a
-resumed run does not log it again): the first training batch as it was on the left, as augmented
-on the right, upscaled so that 8x8 digits can be seen. Its random numbers come from torch's global
-generator, which `reglab.callbacks.RandomState` checkpoints: its own state is only whether the
-picture was logged.
+regression. When training starts it gives the ops that act on pixel intensities (randaugment,
+trivialaugment, crop with `fill: black`) the data module's pixel map (`reglab.augment.pixels`),
+or refuses them on data that has none. It logs one picture per run to TensorBoard
+(`watch/augmentation`, images only; a resumed run does not log it again): the first training
+batch as it was on the left, as augmented on the right, upscaled so that 8x8 digits can be seen.
+Its random numbers come from torch's global generator, which `reglab.callbacks.RandomState`
+checkpoints: its own state is only whether the picture was logged.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from torch import nn
 from typing_extensions import override
 
-from reglab.augment import MIXES, OPS, Mixing, Op
+from reglab.augment import MIXES, OPS, InPixels, Mixing, Op, PixelMap
 from reglab.callbacks.control import Control
 from reglab.errors import ConfigError
 from reglab.registry import Registry
@@ -125,6 +128,30 @@ class BatchAugmentation(Control):
         self.pipeline = nn.Sequential(*(step.build(shape) for step in self.ops))
         self.mixing = self.mix.build(shape) if self.mix else None
         self.num_classes = pl_module.hparams.get("num_outputs")
+
+    @override
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        super().setup(trainer, pl_module, stage)
+        self.bind_pixels(PixelMap.of(trainer.datamodule), prefix="augmentation.")
+
+    def bind_pixels(self, pixels: PixelMap | None, prefix: str = "") -> None:
+        """Give every op on intensities (`InPixels`) the data's pixel map; refuse them without one.
+
+        Called when training starts, where the data module is first seen: the refusal names the
+        op's config path (`prefix` + `ops[0].randaugment`).
+        """
+        if self.pipeline is None:
+            raise RuntimeError("BatchAugmentation: call check(pl_module) (or fit with it) first")
+        for step, module in zip(self.ops, self.pipeline, strict=True):
+            for wrapper in (m for m in module.modules() if isinstance(m, InPixels)):
+                if pixels is None:
+                    raise ConfigError(
+                        f"{prefix}{step.key}.{step.name}",
+                        f"{step.name} acts on pixel intensities in [0, 1]; these inputs' pixel "
+                        "range is unknown: use photos held as bytes (data=cifar10, cifar100, "
+                        "svhn)" + (" or fill: zero" if step.name == "crop" else ""),
+                    )
+                wrapper.pixels = pixels
 
     @torch.no_grad()
     def __call__(self, batch: Batch) -> Batch:

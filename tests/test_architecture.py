@@ -44,8 +44,11 @@ LAYERS = {
     "tensorboard": 3,
     "callbacks": 4,
     # Vectorized studies: K member nets as one stacked module (reglab.nn layers), stepped per
-    # member with reglab's optimizer and penalty callbacks (stack/optim.py, stack/penalty.py).
-    "stack": 5,
+    # member with reglab's optimizer and penalty callbacks (stack/optim.py, stack/penalty.py);
+    # stack/group.py trains a sweep's group as full runs: it builds through `build`, records
+    # through `summary` and sizes checkpoints as `run` does, hence above them. Nothing imports it
+    # but the vectorized launcher (outside reglab).
+    "stack": 9,
     "data": 4,
     "module": 4,
     "config": 4,

@@ -1,0 +1,151 @@
+"""A group of runs trained as one stacked model (reglab.stack.group) equals the same runs trained
+one by one (reglab.run.run_one): weights, test metrics, history, stopping and outputs.
+
+Float64 on the CPU, without dropout, so that the comparison is within 1e-8.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import compose_config, read_metrics, run_train_py
+from reglab.module import RegLabModule
+from reglab.run import run_one
+from reglab.stack.group import run_members
+
+BASE = [
+    "model=mlp",
+    "model.width=16",
+    "model.dropout=0",
+    "data=digits",
+    "trainer.precision=64-true",
+    "trainer.max_epochs=3",
+    "logger=none",
+]
+TOL = 1e-8
+# What differs between two runs of one config by nature (when and where they ran).
+RUN_BOOKKEEPING = {"wall_time_s", "pid", "host", "best_checkpoint"}
+
+
+def stacked_and_sequential(tmp_path: Path, common: list[str], variants: list[list[str]]) -> list:
+    """Run each variant alone and all of them stacked; return [(alone record, stacked record)]."""
+    for n, variant in enumerate(variants):
+        run_one(compose_config([*BASE, *common, *variant], tmp_path / f"alone{n}"))
+    stacked = [
+        compose_config([*BASE, *common, *variant], tmp_path / f"stacked{n}")
+        for n, variant in enumerate(variants)
+    ]
+    objectives = run_members(stacked)
+    pairs = []
+    for n, objective in enumerate(objectives):
+        alone, member = read_metrics(tmp_path / f"alone{n}"), read_metrics(tmp_path / f"stacked{n}")
+        assert objective == member["objective"]
+        pairs.append((alone, member))
+    return pairs
+
+
+def assert_same_run(alone: dict, member: dict) -> None:
+    """Same keys, history, stopping, test metrics within TOL, best weights within TOL."""
+    assert member["status"] == "ok"
+    assert set(member) == set(alone)
+    for key in set(alone) - RUN_BOOKKEEPING - {"history", "test", "final", "best", "objective"}:
+        assert member[key] == alone[key], key
+    assert len(member["history"]) == len(alone["history"])
+    for ours, theirs in zip(member["history"], alone["history"], strict=True):
+        assert set(ours) == set(theirs)
+        for key, value in theirs.items():
+            assert math.isclose(ours[key], value, rel_tol=1e-6, abs_tol=1e-7), key
+    for key, value in alone["test"].items():
+        assert abs(member["test"][key] - value) <= TOL, key
+    ours = torch.load(member["best_checkpoint"], weights_only=False)["state_dict"]
+    theirs = torch.load(alone["best_checkpoint"], weights_only=False)["state_dict"]
+    assert set(ours) == set(theirs)
+    for key, value in theirs.items():
+        assert torch.allclose(ours[key], value, rtol=0, atol=TOL), key
+    assert Path(member["best_checkpoint"]).name == Path(alone["best_checkpoint"]).name
+    loaded = RegLabModule.load_from_checkpoint(member["best_checkpoint"])
+    assert loaded.hparams == RegLabModule.load_from_checkpoint(alone["best_checkpoint"]).hparams
+
+
+def test_seed_only_group_equals_its_runs(tmp_path):
+    pairs = stacked_and_sequential(tmp_path, [], [["seed=0"], ["seed=1"], ["seed=2"]])
+    for alone, member in pairs:
+        assert_same_run(alone, member)
+    # The members differ: each has its own initialization and data order.
+    assert pairs[0][1]["test"] != pairs[1][1]["test"]
+
+
+def test_l2_strength_only_group_equals_its_runs(tmp_path):
+    variants = [["regularization.strength=1e-3"], ["regularization.strength=3e-2"]]
+    for alone, member in stacked_and_sequential(tmp_path, ["regularization=l2"], variants):
+        assert_same_run(alone, member)
+
+
+def test_l1_proximal_sgd_strength_only_group_equals_its_runs(tmp_path):
+    common = ["regularization=l1", "regularization.method=proximal", "optimizer=sgd"]
+    variants = [["regularization.strength=1e-3"], ["regularization.strength=1e-2"]]
+    pairs = stacked_and_sequential(tmp_path, common, variants)
+    for alone, member in pairs:
+        assert_same_run(alone, member)
+    assert pairs[1][1]["final"]["reg/zero_fraction"] > 0  # the proximal step zeroes weights
+
+
+def test_lr_only_group_equals_its_runs(tmp_path):
+    variants = [["optimizer.lr=1e-3"], ["optimizer.lr=1e-2"]]
+    for alone, member in stacked_and_sequential(tmp_path, [], variants):
+        assert_same_run(alone, member)
+
+
+def test_members_stopping_at_different_epochs_equal_their_runs(tmp_path):
+    common = ["early_stopping.patience=1", "trainer.max_epochs=12"]
+    variants = [["optimizer.lr=0.3"], ["optimizer.lr=3e-3"]]
+    pairs = stacked_and_sequential(tmp_path, common, variants)
+    for alone, member in pairs:
+        assert_same_run(alone, member)
+    stopped = [member["epochs_run"] for _, member in pairs]
+    assert stopped[0] != stopped[1], stopped
+    assert pairs[0][1]["stopping_reason"]
+
+
+def test_gradient_clipping_is_per_member(tmp_path):
+    common = ["trainer.gradient_clip_val=0.05"]
+    variants = [["seed=0", "optimizer.lr=3e-2"], ["seed=1", "optimizer.lr=3e-2"]]
+    for alone, member in stacked_and_sequential(tmp_path, common, variants):
+        assert_same_run(alone, member)
+
+
+@pytest.mark.slow
+def test_vectorized_sweep_writes_each_job_as_a_run(tmp_path):
+    sweep = tmp_path / "sweep"
+    result = run_train_py(
+        [
+            "-m",
+            "hydra/launcher=vectorized",
+            "model=mlp",
+            "model.width=16",
+            "seed=0,1,2",
+            "trainer.max_epochs=2",
+            f"hydra.sweep.dir={sweep}",
+        ],
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "train as one stacked model" in result.stdout + result.stderr
+    for job in range(3):
+        record = read_metrics(sweep / str(job))
+        assert record["status"] == "ok"
+        assert record["seed"] == job
+        assert Path(record["best_checkpoint"]).is_file()
+        assert any((sweep / str(job) / "tensorboard").iterdir())
+        assert (sweep / str(job) / "train.log").read_text().count("reglab: job") == 1
+    import subprocess
+
+    report = subprocess.run(
+        [sys.executable, "-m", "reglab.report", str(sweep)], capture_output=True, text=True
+    )
+    assert report.returncode == 0, report.stderr[-2000:]

@@ -9,6 +9,7 @@ declared by the code that logs them, and no code outside reglab/tasks.py names a
 
 from __future__ import annotations
 
+import pickle
 import re
 import subprocess
 import sys
@@ -206,3 +207,18 @@ def test_no_code_outside_the_task_registry_names_a_task():
         if literal.search(line)
     ]
     assert not found, "ask the task's entry (reglab.tasks), not its name:\n" + "\n".join(found)
+
+
+@pytest.mark.parametrize("task", sorted(TASKS.names()))
+def test_a_module_of_each_built_in_task_pickles_for_ddp_spawn(task):
+    # trainer.strategy=ddp_spawn pickles the LightningModule into each process: a task entry
+    # holding a lambda failed there ("Can't pickle <function <lambda>>: ... on reglab.tasks").
+    model = RegLabModule(
+        model={"layers": ["flatten", {"linear": {"out_features": 3}}]},
+        input_shape=[4],
+        num_outputs=3,
+        task=task,
+    )
+    copy = pickle.loads(pickle.dumps(model))
+    x = torch.randn(2, 4)
+    assert torch.equal(copy.predict_step(x, 0), model.predict_step(x, 0))

@@ -121,6 +121,10 @@ def _macro_f1(num_outputs: int) -> Any:
     return MulticlassF1Score(num_classes=num_outputs, average="macro")
 
 
+def _probabilities(outputs: Tensor) -> Tensor:
+    return outputs.softmax(dim=-1)
+
+
 CLASSIFICATION = "classification"
 TASKS.register(
     CLASSIFICATION,
@@ -128,7 +132,7 @@ TASKS.register(
         loss=_cross_entropy,
         metrics={"acc": Metric("max", _accuracy), "f1": Metric("max", _macro_f1)},
         scored=_dominant_class,
-        predict=lambda outputs: outputs.softmax(dim=-1),  # class probabilities
+        predict=_probabilities,
         class_labels=True,
     ),
 )
@@ -171,6 +175,10 @@ def _r2(num_outputs: int) -> Any:
     return R2Score(multioutput="variance_weighted")
 
 
+def _outputs(outputs: Tensor) -> Tensor:
+    return outputs
+
+
 REGRESSION = "regression"
 TASKS.register(
     REGRESSION,
@@ -182,7 +190,7 @@ TASKS.register(
             "r2": Metric("max", _r2),
         },
         scored=_columns,
-        predict=lambda outputs: outputs,
+        predict=_outputs,
         standardize_targets=True,
     ),
 )

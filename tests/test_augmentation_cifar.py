@@ -240,7 +240,7 @@ class _BatchSpy(L.Callback):
 SMALL_CNN = ["model=cnn", "model.channels=4", "trainer.max_epochs=1", "logger=none"]
 
 
-@pytest.mark.parametrize("name", ["cutout", "randaugment"])
+@pytest.mark.parametrize("name", ["cutout", "randaugment", "random_erasing"])
 def test_a_cifar10_run_trains_with_the_option(cifar10, tmp_path, name):
     overrides = ["data=cifar10", f"data.root={cifar10}", "data.val_fraction=0.25"]
     cfg = compose_config([*overrides, *SMALL_CNN, f"augmentation={name}"], tmp_path / "run")
@@ -264,3 +264,33 @@ def test_pixel_ops_on_data_without_a_pixel_range_are_one_error(tmp_path):
     assert error.value.key == "augmentation.ops[0].crop"
     assert "data=cifar10" in error.value.message and "fill: zero" in error.value.message
     assert "\n" not in str(error.value)
+
+
+def test_random_erasing_draws_rectangles_of_the_configured_share_and_ratio():
+    augmentation = option("random_erasing")
+    augmentation.pipeline = augmentation.pipeline[2:]  # the erasing alone
+    x = torch.ones(2000, 3, 32, 32)
+    torch.manual_seed(0)
+    out, _ = augmentation((x, torch.zeros(2000, dtype=torch.long)))
+    erased = out[:, 0] == 0
+    hit = erased.any(dim=(1, 2))
+    assert 0.45 < hit.float().mean() < 0.55  # p = 0.5
+    rows, columns = erased[hit].any(dim=2).sum(1), erased[hit].any(dim=1).sum(1)
+    area = erased[hit].sum(dim=(1, 2))
+    assert torch.equal(area, rows * columns)  # one rectangle each
+    share = area / (32 * 32)
+    assert share.min() >= 0.01 and share.max() <= 0.42  # scale [0.02, 0.4], pixel rounding
+    assert share.max() > 0.3
+    ratio = rows / columns
+    assert ratio.min() >= 0.25 and ratio.max() <= 4.0 and ratio.min() < 0.6 and ratio.max() > 2
+
+
+@pytest.mark.parametrize(
+    "erasing",
+    [{"scale": [0.5, 0.1]}, {"scale": 0.3}, {"ratio": [0, 2]}, {"scale": [0.1, 1.5]}],
+)
+def test_erasing_intervals_are_checked(erasing):
+    key = "ops[0].erasing." + next(iter(erasing))
+    with pytest.raises(ConfigError) as error:
+        BatchAugmentation(ops=[{"erasing": erasing}]).check(_Module())
+    assert error.value.key == key and "\n" not in str(error.value)

@@ -19,7 +19,8 @@ registered with `op` and imported by `reglab.augment`.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -29,6 +30,7 @@ from torch import nn
 
 from reglab import checks
 from reglab.augment.pixels import InPixels
+from reglab.errors import ConfigError
 from reglab.registry import Registry
 
 Shape = tuple[int, ...]
@@ -115,11 +117,33 @@ def crop(input_shape: Shape, padding: int = 1, fill: str = "zero") -> nn.Module:
 
 
 @op("erasing", needs_images=True)
-def erasing(input_shape: Shape, p: float = 0.5) -> nn.Module:
-    """Erase a random rectangle with probability p (kornia's default scale and ratio)."""
+def erasing(
+    input_shape: Shape,
+    p: float = 0.5,
+    scale: tuple[float, float] = (0.02, 0.33),
+    ratio: tuple[float, float] = (0.3, 3.3),
+    value: float = 0.0,
+) -> nn.Module:
+    """Random erasing (Zhong et al.), kornia's: with probability p, a rectangle covering a share
+    of the image uniform in `scale`, of height/width ratio in `ratio`, set to `value`."""
     import kornia.augmentation as K
 
-    return K.RandomErasing(p=checks.probability("p", p))
+    return K.RandomErasing(
+        scale=interval("scale", scale, 0.0, 1.0),
+        ratio=interval("ratio", ratio, 0.0, math.inf, low_open=True),
+        value=checks.number("value", value),
+        p=checks.probability("p", p),
+    )
+
+
+def interval(key: str, value: Any, low: float, high: float, **open_ends: bool) -> tuple:
+    """[a, b] with low <= a <= b <= high (a sequence of two numbers: a YAML list)."""
+    if not isinstance(value, Sequence) or isinstance(value, str) or len(value) != 2:
+        raise ConfigError(key, f"must be [low, high], two numbers, got {value!r}")
+    a, b = (checks.number(key, v, low, high, **open_ends) for v in value)
+    if a > b:
+        raise ConfigError(key, f"must be [low, high] with low <= high, got {list(value)!r}")
+    return (a, b)
 
 
 @op("noise")

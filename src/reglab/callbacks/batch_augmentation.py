@@ -132,7 +132,8 @@ class BatchAugmentation(Control):
     @override
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         super().setup(trainer, pl_module, stage)
-        self.bind_pixels(PixelMap.of(trainer.datamodule), prefix="augmentation.")
+        if stage == "fit":  # training batches only: testing with other loaders needs no map
+            self.bind_pixels(PixelMap.of(trainer.datamodule), prefix="augmentation.")
 
     def bind_pixels(self, pixels: PixelMap | None, prefix: str = "") -> None:
         """Give every op on intensities (`InPixels`) the data's pixel map; refuse them without one.

@@ -9,6 +9,7 @@ from pathlib import Path
 from reglab.report.collect import Job, collect_jobs
 from reglab.report.optuna_plots import describe_study, plot_study
 from reglab.report.plots import plot_bars, plot_curves, plot_strength
+from reglab.report.published import logged_metrics, published_table
 from reglab.report.sections import is_search
 from reglab.report.table import ConfigRow, default_metrics, summarize, write_tables
 
@@ -23,7 +24,8 @@ def build_report(
 
     With `tags`, only the jobs tagged with all of them are reported. report.md names the runs'
     tags unless every run has the default ones. A search folder's report is titled with its
-    study and metric.
+    study and metric. A paper experiment's report shows the published numbers beside the
+    measured ones (reglab.report.published).
     """
     jobs = collect_jobs(sweep_dir, tags)
     if not jobs:
@@ -32,10 +34,11 @@ def build_report(
             f"reglab-report: error: no job folders (with .hydra/){wanted} under {sweep_dir}"
         )
     metrics = metrics or default_metrics(jobs)
-    rows = summarize(jobs, metrics, baseline)
+    paper_metrics = [m for m in logged_metrics(jobs) if m not in metrics]
+    rows = summarize(jobs, [*metrics, *paper_metrics], baseline)
     study = describe_study(sweep_dir)
     title = study.title if study else "Search report" if is_search(rows) else "Ablation report"
-    notes = study.notes() if study else []
+    notes = published_table(rows, jobs) + (study.notes() if study else [])
     written = list(
         write_tables(rows, metrics, sweep_dir, shown_tags(jobs), title=title, notes=notes)
     )

@@ -297,3 +297,13 @@ def test_erasing_intervals_are_checked(erasing):
     with pytest.raises(ConfigError) as error:
         BatchAugmentation(ops=[{"erasing": erasing}]).check(_Module())
     assert error.value.key == key and "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("name", ["cutout", "randaugment", "trivialaugment"])
+def test_the_photo_ops_refuse_sequences_and_features_naming_the_op(name):
+    for shape in ([8, 8], [64]):
+        module = _Module()
+        module.hparams["input_shape"] = shape
+        with pytest.raises(ConfigError) as error:
+            BatchAugmentation(ops=[{name: {}}]).check(module)
+        assert error.value.key == "ops[0]" and name in error.value.message

@@ -129,7 +129,11 @@ def run_group(
             )
             runs.append(built.get("run"))
         training = [run for run in runs if isinstance(run, MemberRun)]
-        fit_trainer, module = fit(training) if training else (None, None)
+        fit_trainer, module = None, None
+        if training:  # under the first member's Hydra config (its trainer node reads hydra:)
+            first = next(m for m, run in zip(members, runs, strict=True) if run is training[0])
+            with _as_job(first.config):
+                fit_trainer, module = fit(training)
         for member, run, result in zip(members, runs, returns, strict=True):
             result.status = JobStatus.COMPLETED
             if isinstance(run, MemberRun):

@@ -59,6 +59,8 @@ def test_classes_are_the_folders_sorted_and_images_are_resized_and_center_croppe
     assert module.input_shape == (3, 12, 12)
     paths, labels = module.files["all"]
     assert len(paths) == 18 and "notes.txt" not in {p.name for p in paths}
+    ant = ["01.jpg", "02.JPEG", "03.png", "04.jpg", "05.JPEG", "more/00.png"]  # torchvision's order
+    assert [p.relative_to(tree / "ant").as_posix() for p in paths[:6]] == ant
     assert [p.parent.name if p.parent.name != "more" else p.parent.parent.name for p in paths] == [
         ["ant", "bee", "cat"][label] for label in labels
     ]
@@ -254,6 +256,7 @@ def test_a_streamed_image_folder_run_trains_in_process(tree, tmp_path):
         "data.val_fraction=0.2",
     ]
     small = ["model=cnn", "model.channels=4", "trainer.max_epochs=2", "logger=none"]
+    small += ["augmentation=cifar"]  # black padding: through the byte moments, as on CIFAR
     run_one(compose_config([*data, *small], tmp_path / "run"))
     assert (tmp_path / "run" / "metrics.json").exists()
 

@@ -1,11 +1,12 @@
 """A class-per-folder tree of PNG/JPEG images of any size (data=image_folder).
 
 `data.root/<class>/**/*.png|jpg|jpeg`, as torchvision's `ImageFolder` reads it: the class ids are
-the class folders' names sorted, the files of each class are found recursively and taken in sorted
-order. A root holding `train/` and `test/` (or `val/`, when there is no `test/`) is split
-officially: the held-out tree is the test split (its classes must be training classes), the
-validation split is drawn from `train/` with `split_seed`; any other root is one pool from which
-the base draws stratified test and validation splits.
+the class folders' names sorted, and the files of each class, found recursively (following links),
+are numbered in its order (folders as `os.walk` lists them, sorted, then file names sorted). A
+root holding `train/` and `test/` (or `val/`, when there is no `test/`) is split officially: the
+held-out tree is the test split (its classes must be training classes), the validation split is
+drawn from `train/` with `split_seed`; any other root is one pool from which the base draws
+stratified test and validation splits.
 
 Each file is decoded with Pillow into `channels` (1: grayscale "L", 3: "RGB", as torchvision's
 loader converts), and with `image_size` resized so that its shorter side is `image_size` (bilinear,
@@ -29,6 +30,7 @@ naming the file.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -280,9 +282,12 @@ def class_files(folder: Path) -> tuple[list[str], list[Path], np.ndarray]:
         )
     paths, labels = [], []
     for label, name in enumerate(classes):
-        files = sorted(
-            p for p in (folder / name).rglob("*") if p.suffix.lower() in EXTENSIONS and p.is_file()
-        )
+        files = [  # in torchvision's order: folders as os.walk lists them, sorted; then names
+            Path(where) / file
+            for where, _, names in sorted(os.walk(folder / name, followlinks=True))
+            for file in sorted(names)
+            if file.lower().endswith(EXTENSIONS)
+        ]
         if not files:
             raise ConfigError("root", f"{folder / name}/ holds no {'/'.join(EXTENSIONS)} images")
         paths += files

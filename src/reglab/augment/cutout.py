@@ -27,19 +27,21 @@ class Cutout(nn.Module):
         self.size = size
         self.holes = holes
 
-    def mask(self, count: int, height: int, width: int) -> torch.Tensor:
-        """(count, H, W) booleans, True where a hole cuts: a fresh draw of centres (CPU)."""
-        cy = torch.randint(height, (count, self.holes, 1))
-        cx = torch.randint(width, (count, self.holes, 1))
+    def mask(
+        self, count: int, height: int, width: int, device: torch.device | None = None
+    ) -> torch.Tensor:
+        """(count, H, W) booleans on `device`, True where a hole cuts: centres drawn on the CPU."""
+        cy = torch.randint(height, (count, self.holes, 1)).to(device)
+        cx = torch.randint(width, (count, self.holes, 1)).to(device)
         half = self.size // 2
-        rows, columns = torch.arange(height), torch.arange(width)
+        rows, columns = torch.arange(height, device=device), torch.arange(width, device=device)
         in_rows = (rows >= cy - half) & (rows < cy + half)  # (count, holes, H)
         in_columns = (columns >= cx - half) & (columns < cx + half)
         return (in_rows[..., :, None] & in_columns[..., None, :]).any(dim=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The batch (N, C, H, W) with its holes zeroed."""
-        cut = self.mask(len(x), x.shape[-2], x.shape[-1]).to(x.device)
+        cut = self.mask(len(x), x.shape[-2], x.shape[-1], x.device)
         return x.masked_fill(cut[:, None], 0)
 
 

@@ -125,7 +125,7 @@ def test_the_task_is_read_from_the_target_or_forced(csv_file, target, task, expe
 
 
 def test_a_regression_run_trains_in_process(csv_file, tmp_path):
-    data = ["data=tabular", f"data.path={csv_file}", "data.target=price"]
+    data = ["data=tabular", f"data.path={csv_file}", "data.target=price", "data.categorical=[code]"]
     small = [
         "model=mlp",
         "model.width=8",
@@ -169,6 +169,7 @@ BAD_FILES = [
     ("ragged row", "a,b,y\n1,2,0\n3,0\n", "line 3 of", "2 fields, the header 3"),
     ("empty", "", "", "is empty"),
     ("infinite", "a,b,y\n1,2,0\ninf,1,1\n", "", "'inf' in line 3 of"),
+    ("infinite target", "a,b,y\n1,2,0\n3,1,-inf\n", "", "'-inf' in line 3 of"),
     ("repeated column", "a,a,y\n1,2,0\n", "", "names the column 'a' twice"),
     ("header only", "a,b,y\n", "", "has no rows"),
 ]

@@ -127,6 +127,10 @@ def _is_nan(value: Any) -> bool:
     return isinstance(value, float) and math.isnan(value)
 
 
+def _number_name(value: float) -> str:
+    return str(int(value)) if value.is_integer() else repr(value)
+
+
 def numbers(values: list[Any]) -> np.ndarray | None:
     """The values as float64 (NaN where missing), or None when one is not a number."""
     out = np.full(len(values), np.nan)
@@ -171,10 +175,8 @@ class TabularDataModule(TensorDataModule):
             categorical = [] if categorical is None else [categorical]
         table = reader(self.path, delimiter)
         if not isinstance(target, str) or target not in table.columns:
-            raise ConfigError(
-                "target",
-                f"{target!r} is not a column of {self.path}{checks.closest(str(target), table.columns)}",
-            )
+            hint = checks.closest(str(target), table.columns)
+            raise ConfigError("target", f"{target!r} is not a column of {self.path}{hint}")
         features = [name for name in table.columns if name != target]
         unknown = [name for name in categorical if name not in features]
         if unknown:
@@ -201,7 +203,7 @@ class TabularDataModule(TensorDataModule):
         """Refuse non-finite numbers, and missing values unless `fill_missing` (never a target)."""
         for name in (self.target, *self.features):
             values = self.table.columns[name]
-            parsed = self.numeric.get(name)
+            parsed = numbers(values) if name == self.target else self.numeric.get(name)
             infinite = np.flatnonzero(np.isinf(parsed)) if parsed is not None else []
             if len(infinite):
                 raise ConfigError(
@@ -242,7 +244,7 @@ class TabularDataModule(TensorDataModule):
             return task, values, None
         keys = values if values is not None else np.array([str(v) for v in raw], dtype=object)
         classes, labels = np.unique(keys, return_inverse=True)
-        names = [f"{c:g}" if values is not None else str(c) for c in classes]
+        names = [str(c) if values is None else _number_name(float(c)) for c in classes]
         return task, labels.astype(np.int64), names
 
     # --- the splits ---------------------------------------------------------------------------

@@ -17,7 +17,7 @@ import torch
 from conftest import compose_config, read_metrics, run_train_py
 from reglab.module import RegLabModule
 from reglab.run import run_one
-from reglab.stack.group import run_members
+from reglab.stack.group import run_members, stack_reason
 
 BASE = [
     "model=mlp",
@@ -172,3 +172,25 @@ def test_vectorized_sweep_writes_each_job_as_a_run(tmp_path):
     )
     assert report.returncode == 0, report.stderr[-2000:]
     assert "| default | 3 | 0 | 0 |" in report.stdout  # three ok runs, none failed
+
+
+@pytest.mark.slow
+def test_a_diverging_member_fails_alone(tmp_path):
+    variants = [["optimizer.lr=1e8"], ["optimizer.lr=1e-2"]]
+    configs = [
+        compose_config([*BASE, "optimizer=sgd", *variant], tmp_path / f"member{n}")
+        for n, variant in enumerate(variants)
+    ]
+    objectives = run_members(configs)
+    failed, ok = read_metrics(tmp_path / "member0"), read_metrics(tmp_path / "member1")
+    assert failed["status"] == "failed"
+    assert failed["error"].startswith("TrainingDiverged: training diverged at epoch 1")
+    assert objectives[0] is None
+    assert ok["status"] == "ok" and ok["epochs_run"] == 2
+    assert objectives[1] == ok["objective"]
+
+
+@pytest.mark.parametrize("override", ["dropout=constant", "scheduler=cosine"])
+def test_a_control_the_stacked_fit_does_not_apply_is_a_reason(make_cfg, override):
+    assert override.split("=")[0] in stack_reason(make_cfg(override))
+    assert stack_reason(make_cfg()) is None

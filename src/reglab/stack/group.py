@@ -188,7 +188,8 @@ def stack_reason(cfg: DictConfig) -> str | None:
     for group in UNSTACKED_CONTROLS:
         node = cfg.get(group)
         if node and "_target_" in node:
-            return f"{group} with a _target_ is not trained stacked yet"
+            target = str(node.get("_target_", "")).rpartition(".")[2] or "a callback"
+            return f"{group} ({target}) is not applied by the stacked fit yet"
     return None
 
 

@@ -113,6 +113,35 @@ def test_l1_proximal_sgd_strength_only_group_equals_its_runs(tmp_path):
 
 
 @pytest.mark.slow
+def test_l1_proximal_adam_strength_only_group_equals_its_runs(tmp_path):
+    # Adam's adaptive threshold: per coordinate, from each member's own second moments.
+    common = [
+        "regularization=l1",
+        "regularization.method=proximal",
+        "regularization.proximal_threshold=adaptive",
+    ]
+    variants = [["regularization.strength=1e-3"], ["regularization.strength=3e-2"]]
+    for alone, member in stacked_and_sequential(tmp_path, common, variants):
+        assert_same_run(alone, member)
+
+
+@pytest.mark.slow
+def test_mixed_group_equals_its_runs(tmp_path):
+    common = ["regularization=elastic_net", "optimizer=adamw"]
+    variants = [
+        ["seed=0", "optimizer.lr=1e-3", "regularization.strength=1e-3", "label_smoothing=0.1"],
+        [
+            "seed=1",
+            "optimizer.lr=3e-3",
+            "optimizer.weight_decay=0.1",
+            "regularization.l1_ratio=0.2",
+        ],
+    ]
+    for alone, member in stacked_and_sequential(tmp_path, common, variants):
+        assert_same_run(alone, member)
+
+
+@pytest.mark.slow
 def test_lr_only_group_equals_its_runs(tmp_path):
     variants = [["optimizer.lr=1e-3"], ["optimizer.lr=1e-2"]]
     for alone, member in stacked_and_sequential(tmp_path, [], variants):
@@ -121,7 +150,8 @@ def test_lr_only_group_equals_its_runs(tmp_path):
 
 @pytest.mark.slow
 def test_members_stopping_at_different_epochs_equal_their_runs(tmp_path):
-    common = ["early_stopping.patience=1", "trainer.max_epochs=12"]
+    # With BatchNorm: a stopped member's running statistics stay as they were when it stopped.
+    common = ["early_stopping.patience=1", "trainer.max_epochs=12", "model.norm=batch_norm1d"]
     variants = [["optimizer.lr=0.3"], ["optimizer.lr=3e-3"]]
     pairs = stacked_and_sequential(tmp_path, common, variants)
     for alone, member in pairs:

@@ -64,11 +64,18 @@ def assert_same_run(alone: dict, member: dict) -> None:
             assert math.isclose(ours[key], value, rel_tol=1e-6, abs_tol=1e-7), key
     for key, value in alone["test"].items():
         assert abs(member["test"][key] - value) <= TOL, key
-    ours = torch.load(member["best_checkpoint"], weights_only=False)["state_dict"]
-    theirs = torch.load(alone["best_checkpoint"], weights_only=False)["state_dict"]
-    assert set(ours) == set(theirs)
-    for key, value in theirs.items():
-        assert torch.allclose(ours[key], value, rtol=0, atol=TOL), key
+    ours = torch.load(member["best_checkpoint"], weights_only=False)
+    theirs = torch.load(alone["best_checkpoint"], weights_only=False)
+    assert (ours["epoch"], ours["global_step"]) == (theirs["epoch"], theirs["global_step"])
+    assert set(ours["state_dict"]) == set(theirs["state_dict"])
+    for key, value in theirs["state_dict"].items():
+        assert torch.allclose(ours["state_dict"][key], value, rtol=0, atol=TOL), key
+    # The optimizer's state at the best epoch, in the layout of the run's own optimizer.
+    (our_optimizer,), (their_optimizer,) = ours["optimizer_states"], theirs["optimizer_states"]
+    assert our_optimizer["param_groups"] == their_optimizer["param_groups"]
+    for index, state in their_optimizer["state"].items():
+        for key, value in state.items():
+            assert torch.allclose(our_optimizer["state"][index][key], value, rtol=0, atol=TOL)
     assert Path(member["best_checkpoint"]).name == Path(alone["best_checkpoint"]).name
     loaded = RegLabModule.load_from_checkpoint(member["best_checkpoint"])
     assert loaded.hparams == RegLabModule.load_from_checkpoint(alone["best_checkpoint"]).hparams

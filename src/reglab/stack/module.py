@@ -160,6 +160,7 @@ class StackedModule(L.LightningModule):
             course.check_divergence(epoch)
             if course.active and course.improved(epoch):
                 course.best_state = self.net.member_state_dict(k)
+                course.best_optimizer = self.member_optimizer.member_state_dict(k)
                 course.best_step = self.trainer.global_step
             course.check_stopping(epoch)
             if not course.active:

@@ -37,6 +37,7 @@ class MemberCourse:
         self.best_value: float | None = None
         self.best_epoch: int | None = None
         self.best_state: dict[str, torch.Tensor] | None = None
+        self.best_optimizer: dict[str, Any] | None = None  # its optimizer's, in its run's layout
         self.best_step = 0
         self.steps: list[int] = []  # the global step at each epoch's end (TensorBoard's x-axis)
         self.final_state: dict[str, torch.Tensor] | None = None  # kept when it stops

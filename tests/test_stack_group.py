@@ -179,18 +179,16 @@ def test_gradient_clipping_is_per_member(tmp_path):
 @pytest.mark.slow
 def test_vectorized_sweep_writes_each_job_as_a_run(tmp_path):
     sweep = tmp_path / "sweep"
-    result = run_train_py(
-        [
-            "-m",
-            "hydra/launcher=vectorized",
-            "model=mlp",
-            "model.width=16",
-            "seed=0,1,2",
-            "trainer.max_epochs=2",
-            f"hydra.sweep.dir={sweep}",
-        ],
-        cwd=tmp_path,
-    )
+    command = [
+        "-m",
+        "hydra/launcher=vectorized",
+        "model=mlp",
+        "model.width=16",
+        "seed=0,1,2",
+        "trainer.max_epochs=2",
+        f"hydra.sweep.dir={sweep}",
+    ]
+    result = run_train_py(command, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "train as one stacked model" in result.stdout + result.stderr
     folders = sorted(p for p in sweep.iterdir() if p.is_dir())
@@ -209,6 +207,15 @@ def test_vectorized_sweep_writes_each_job_as_a_run(tmp_path):
     )
     assert report.returncode == 0, report.stderr[-2000:]
     assert "| default | 3 | 0 | 0 |" in report.stdout  # three ok runs, none failed
+    # +resume_sweep reruns only the unfinished member; the finished ones are skipped.
+    (folders[1] / "metrics.json").unlink()
+    resumed = run_train_py([*command, f"+resume_sweep={sweep}"], cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    said = resumed.stdout + resumed.stderr
+    assert f"skipping {folders[0].name}: already ok" in said
+    assert f"skipping {folders[2].name}: already ok" in said
+    assert f"reglab: job {folders[1].name}: ok" in said
+    assert read_metrics(folders[1])["status"] == "ok"
 
 
 @pytest.mark.slow

@@ -199,6 +199,7 @@ def test_vectorized_sweep_writes_each_job_as_a_run(tmp_path):
         assert record["seed"] == job
         assert Path(record["best_checkpoint"]).is_file()
         assert (folder / ".hydra" / "config.yaml").is_file()
+        assert "Total params" in (folder / "model_summary.txt").read_text()
         assert any((folder / "tensorboard").glob("events.out.tfevents.*"))
         log = (folder / "train.log").read_text()
         assert f"seed {job}" in log and f"reglab: job {folder.name}: ok" in log

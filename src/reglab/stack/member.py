@@ -6,8 +6,10 @@ header lines), so member k's initialization and data are its sequential run's. `
 `run_one` does after fitting, for the member's course through the stacked fit: its best state
 tested on a plain Trainer of its `trainer` node over its own data module (as `fit_and_test`
 tests the best checkpoint), the best checkpoint written in its `model_checkpoint` folder (a
-Lightning checkpoint: `RegLabModule.load_from_checkpoint` loads it), its TensorBoard scalars and
-HPARAMS row, metrics.json and its result line (`reglab.summary`). A member that diverged raises
+Lightning checkpoint with its optimizer state: `RegLabModule.load_from_checkpoint` loads it),
+model_summary.txt, its TensorBoard scalars and HPARAMS row, metrics.json and its result line
+(`reglab.summary`). Not written (yet): checkpoints/last.ckpt (a member does not resume with
+`ckpt_path`), the eval-mode audit lines and the activation monitor's curves. A member that diverged raises
 its TrainingDiverged here, to be recorded as a failed job.
 """
 
@@ -106,6 +108,7 @@ def finish(run: MemberRun, final_state: dict[str, torch.Tensor], fit_trainer: L.
     best = course.best_state if course.best_state is not None else final_state
     model.net.load_state_dict(best)
     test = trainer.test(model, datamodule=run.datamodule, verbose=False)
+    write_model_summary(run, trainer)
     checkpoint = write_checkpoint(run, trainer) if course.best_state is not None else ""
     history = EpochHistory()
     history.epochs = [dict(row) for row in course.epochs]
@@ -131,6 +134,13 @@ def finish(run: MemberRun, final_state: dict[str, torch.Tensor], fit_trainer: L.
         logger.log_metrics(summary["test"], last_step)
     write_outputs(cfg, SimpleNamespace(loggers=loggers, global_step=last_step), summary)  # type: ignore[arg-type]
     return summary["objective"]
+
+
+def write_model_summary(run: MemberRun, trainer: L.Trainer) -> None:
+    """model_summary.txt, as the member's `model_summary` callback writes it when fitting starts."""
+    node = (run.cfg.get("callbacks") or {}).get("model_summary")
+    if node and "_target_" in node:
+        instantiate(node, "callbacks.model_summary").on_fit_start(trainer, run.model)
 
 
 def write_checkpoint(run: MemberRun, trainer: L.Trainer) -> str:

@@ -239,3 +239,16 @@ def test_a_diverging_member_fails_alone(tmp_path):
 def test_a_control_the_stacked_fit_does_not_apply_is_a_reason(make_cfg, override):
     assert override.split("=")[0] in stack_reason(make_cfg(override))
     assert stack_reason(make_cfg()) is None
+
+
+def test_a_failing_stacked_fit_is_recorded_in_every_member(tmp_path, monkeypatch):
+    def failing_fit(runs):
+        raise RuntimeError("no stacked form")
+
+    monkeypatch.setattr("reglab.stack.group.fit", failing_fit)
+    configs = [compose_config([*BASE, f"seed={n}"], tmp_path / f"member{n}") for n in range(2)]
+    assert run_members(configs) == [None, None]
+    for n in range(2):
+        record = read_metrics(tmp_path / f"member{n}")
+        assert record["status"] == "failed"
+        assert record["error"] == "RuntimeError: no stacked form"

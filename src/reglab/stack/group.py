@@ -13,8 +13,8 @@ go on. `run_members` does the same for configs composed without a sweep (tests, 
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import ExitStack, contextmanager
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,12 +23,11 @@ from hydra.core.utils import JobReturn, JobStatus, configure_log, run_job
 from omegaconf import DictConfig
 
 from reglab import log
-from reglab.build import instantiate
 from reglab.errors import first_line
 from reglab.records import read_record
 from reglab.run_folder import JobBusy, job_lock
 from reglab.stack.batches import StackedData
-from reglab.stack.member import MemberRun, finish, prepare
+from reglab.stack.member import MemberRun, finish, plain_trainer, prepare
 from reglab.stack.module import StackedModule
 from reglab.sweep import write_failure
 
@@ -37,21 +36,34 @@ if TYPE_CHECKING:
 
     from reglab.stack.plan import Member
 
-SKIPPED = object()  # a member that runs not: finished ok before (+resume_sweep) or busy
-
 
 def run_members(cfgs: Sequence[DictConfig]) -> list[Any]:
     """Train the runs of `cfgs` (composed configs, one job folder each) as one stacked model;
     return each one's objective (None for a member that failed: its metrics.json says so)."""
-    runs: list[MemberRun | None] = [_prepared(cfg) for cfg in cfgs]
-    fit_trainer, module = fit([run for run in runs if run is not None])
-    results: list[Any] = []
-    for run in runs:
-        if run is None:
-            results.append(None)
-            continue
-        index = [r for r in runs if r is not None].index(run)
-        results.append(_finished(run, module.final_state(index), fit_trainer))
+    return train_together([_prepared(cfg) for cfg in cfgs])
+
+
+def train_together(
+    runs: Sequence[Any], as_job: Callable[[int], AbstractContextManager] = lambda n: nullcontext()
+) -> list[Any]:
+    """Fit the built members of `runs` (a MemberRun each; a failed member is None, a skipped one
+    a `_Skipped`) as one stacked model, then finish each; each one's objective, in order.
+    `as_job(n)` is the context member n's fit (the first built member's) and outputs run in."""
+    results = [run.objective if isinstance(run, _Skipped) else None for run in runs]
+    built = [n for n, run in enumerate(runs) if isinstance(run, MemberRun)]
+    if not built:
+        return results
+    try:
+        with as_job(built[0]):
+            fit_trainer, module = fit([runs[n] for n in built])
+    except Exception as error:  # noqa: BLE001 - the stacked fit failed: each member records it
+        for n in built:
+            with as_job(n):
+                _record_failure(runs[n].cfg, error)
+        return results
+    for slot, n in enumerate(built):
+        with as_job(n):
+            results[n] = _finished(runs[n], module.final_state(slot), fit_trainer)
     return results
 
 
@@ -60,15 +72,7 @@ def fit(runs: Sequence[MemberRun]) -> tuple[Any, StackedModule]:
     module = StackedModule(
         [run.model for run in runs], [run.penalty for run in runs], [run.course for run in runs]
     )
-    trainer = instantiate(
-        runs[0].cfg.trainer,
-        "trainer",
-        callbacks=[],
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
+    trainer = plain_trainer(runs[0].cfg)
     trainer.fit(module, datamodule=StackedData([run.datamodule for run in runs]))
     return trainer, module
 
@@ -109,7 +113,7 @@ def run_group(
     """Train the launcher's group `members` as one stacked model; one JobReturn per member."""
     del task_function  # each member's task is reglab's own: build it, then train with the group
     returns: list[JobReturn] = []
-    runs: list[MemberRun | None] = []
+    runs: list[MemberRun | _Skipped | None] = []
     with ExitStack() as locks:
         for member in members:
             built: dict[str, Any] = {}
@@ -128,23 +132,9 @@ def run_group(
                 )
             )
             runs.append(built.get("run"))
-        training = [run for run in runs if isinstance(run, MemberRun)]
-        fit_trainer, module = None, None
-        if training:  # under the first member's Hydra config (its trainer node reads hydra:)
-            first = next(m for m, run in zip(members, runs, strict=True) if run is training[0])
-            with _as_job(first.config):
-                fit_trainer, module = fit(training)
-        for member, run, result in zip(members, runs, returns, strict=True):
-            result.status = JobStatus.COMPLETED
-            if isinstance(run, MemberRun):
-                assert module is not None
-                final = module.final_state(training.index(run))
-                with _as_job(member.config):
-                    result.return_value = _finished(run, final, fit_trainer)
-            elif isinstance(run, _Skipped):
-                result.return_value = run.objective
-            else:
-                result.return_value = None
+        objectives = train_together(runs, lambda n: _as_job(members[n].config))
+    for result, objective in zip(returns, objectives, strict=True):
+        result.status, result.return_value = JobStatus.COMPLETED, objective
     configure_log(sweep_config.hydra.hydra_logging, sweep_config.hydra.verbose)
     return returns
 

@@ -94,15 +94,7 @@ def finish(run: MemberRun, final_state: dict[str, torch.Tensor], fit_trainer: L.
     cfg, course, model = run.cfg, run.course, run.model
     if course.failure is not None:
         raise course.failure
-    trainer = instantiate(
-        cfg.trainer,
-        "trainer",
-        callbacks=[],
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
+    trainer = plain_trainer(cfg)
     # As a resume: the weights get the run's dtype before its state is loaded (64-true exact).
     trainer.precision_plugin.convert_module(model)
     best = course.best_state if course.best_state is not None else final_state
@@ -134,6 +126,20 @@ def finish(run: MemberRun, final_state: dict[str, torch.Tensor], fit_trainer: L.
         logger.log_metrics(summary["test"], last_step)
     write_outputs(cfg, SimpleNamespace(loggers=loggers, global_step=last_step), summary)  # type: ignore[arg-type]
     return summary["objective"]
+
+
+def plain_trainer(cfg: DictConfig) -> L.Trainer:
+    """A Trainer of `cfg.trainer` (precision, accelerator, limits) without callbacks, loggers,
+    checkpointing or progress: what a member's outputs come from is written here, not by it."""
+    return instantiate(
+        cfg.trainer,
+        "trainer",
+        callbacks=[],
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
 
 
 def write_model_summary(run: MemberRun, trainer: L.Trainer) -> None:

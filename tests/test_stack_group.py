@@ -15,9 +15,11 @@ import pytest
 import torch
 
 from conftest import compose_config, read_metrics, run_train_py
+from reglab.errors import RunInterrupted
 from reglab.module import RegLabModule
 from reglab.run import run_one
 from reglab.stack.group import run_members, stack_reason
+from reglab.stack.module import StackedModule
 
 BASE = [
     "model=mlp",
@@ -252,3 +254,17 @@ def test_a_failing_stacked_fit_is_recorded_in_every_member(tmp_path, monkeypatch
         record = read_metrics(tmp_path / f"member{n}")
         assert record["status"] == "failed"
         assert record["error"] == "RuntimeError: no stacked form"
+
+
+def test_an_interrupted_fit_records_every_member_as_interrupted(tmp_path, monkeypatch):
+    def interrupted(self, batch, batch_idx):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(StackedModule, "training_step", interrupted)
+    configs = [compose_config([*BASE, f"seed={n}"], tmp_path / f"member{n}") for n in range(2)]
+    with pytest.raises(RunInterrupted, match="interrupted at epoch 1"):
+        run_members(configs)
+    for n in range(2):
+        record = read_metrics(tmp_path / f"member{n}")
+        assert record["status"] == "interrupted"
+        assert record["error"] == "interrupted at epoch 1"

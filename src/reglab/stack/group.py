@@ -8,7 +8,8 @@ node (equal across a group) fits the `StackedModule` on the members' stacked bat
 member is tested, checkpointed and recorded in its folder (`reglab.stack.member.finish`), with
 Hydra's logging pointed at that folder's train.log. A member that fails (while building, by
 diverging, or while testing) is recorded as `reglab.run.train` records a failed job; the others
-go on. `run_members` does the same for configs composed without a sweep (tests, scripts).
+go on; Ctrl-C or SIGTERM records every member as interrupted and stops the sweep (as
+`reglab.run` does for one run; a `+resume_sweep` reruns them). `run_members` does the same for configs composed without a sweep (tests, scripts).
 """
 
 from __future__ import annotations
@@ -23,13 +24,14 @@ from hydra.core.utils import JobReturn, JobStatus, configure_log, run_job
 from omegaconf import DictConfig
 
 from reglab import log
-from reglab.errors import first_line
+from reglab.callbacks.history import FIRST_EPOCH
+from reglab.errors import RunInterrupted, first_line
 from reglab.records import read_record
 from reglab.run_folder import JobBusy, job_lock
 from reglab.stack.batches import StackedData
 from reglab.stack.member import MemberRun, finish, plain_trainer, prepare
 from reglab.stack.module import StackedModule
-from reglab.sweep import write_failure
+from reglab.sweep import write_failure, write_status
 
 if TYPE_CHECKING:
     from hydra.types import HydraContext, TaskFunction
@@ -56,6 +58,14 @@ def train_together(
     try:
         with as_job(built[0]):
             fit_trainer, module = fit([runs[n] for n in built])
+    except (
+        RunInterrupted
+    ) as stop:  # each member says so (a +resume_sweep reruns it); the sweep stops
+        for n in built:
+            with as_job(n):
+                cfg = runs[n].cfg
+                write_status(Path(cfg.paths.output_dir), cfg, "interrupted", error=str(stop))
+        raise
     except Exception as error:  # noqa: BLE001 - the stacked fit failed: each member records it
         for n in built:
             with as_job(n):
@@ -73,7 +83,14 @@ def fit(runs: Sequence[MemberRun]) -> tuple[Any, StackedModule]:
         [run.model for run in runs], [run.penalty for run in runs], [run.course for run in runs]
     )
     trainer = plain_trainer(runs[0].cfg)
-    trainer.fit(module, datamodule=StackedData([run.datamodule for run in runs]))
+    try:
+        trainer.fit(module, datamodule=StackedData([run.datamodule for run in runs]))
+    except SystemExit:  # Lightning's answer to SIGINT (exit 1) and SIGTERM (exit 0)
+        if not trainer.interrupted:
+            raise
+        raise RunInterrupted(
+            f"interrupted at epoch {trainer.current_epoch + FIRST_EPOCH}"
+        ) from None
     return trainer, module
 
 

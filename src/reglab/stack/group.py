@@ -58,9 +58,7 @@ def train_together(
     try:
         with as_job(built[0]):
             fit_trainer, module = fit([runs[n] for n in built])
-    except (
-        RunInterrupted
-    ) as stop:  # each member says so (a +resume_sweep reruns it); the sweep stops
+    except RunInterrupted as stop:  # each member says so (+resume_sweep reruns it); sweep stops
         for n in built:
             with as_job(n):
                 cfg = runs[n].cfg

@@ -24,7 +24,7 @@ SMALL_SPLIT = ["data.val_fraction=0.25"]
 # experiment -> (data it reads, overrides that keep the default suite fast: narrow nets of the
 # same depth; the slow test runs them at full size).
 EXPERIMENTS = {
-    "paper_dropout_mnist": ("mnist", []),
+    "paper_dropout_mnist": ("mnist", ["model.width=64"]),
     "paper_mixup_cifar10": ("cifar10", ["data.batch_size=8", "model.widths=[8,16,32,64]"]),
     "paper_cutout_cifar10": ("cifar10", ["data.batch_size=8", "model.widths=[8,16,32]"]),
 }
@@ -117,8 +117,8 @@ def test_an_arm_matches_a_configuration_by_every_pair_of_its_overrides():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("experiment", ["paper_mixup_cifar10", "paper_cutout_cifar10"])
+@pytest.mark.parametrize("experiment", sorted(EXPERIMENTS))
 def test_paper_experiment_at_full_size(tmp_path, capsys, experiment):
-    """The nets at the papers' sizes (PreAct ResNet-18, WRN-28-10), one batch of 8."""
+    """The nets at the papers' sizes (3 x 1024 MLP, PreAct ResNet-18, WRN-28-10), a batch of 8."""
     _, printed = run_and_report(experiment, tmp_path, capsys, ["data.batch_size=8"])
     assert printed.count(" % (n = 1) | ") == 2

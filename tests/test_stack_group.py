@@ -18,7 +18,7 @@ from conftest import compose_config, read_metrics, run_train_py
 from reglab.errors import RunInterrupted
 from reglab.module import RegLabModule
 from reglab.run import run_one
-from reglab.stack.group import run_members, stack_reason
+from reglab.stack.group import member_bytes, memory_budget, run_members, stack_reason
 from reglab.stack.module import StackedModule
 
 BASE = [
@@ -268,3 +268,12 @@ def test_an_interrupted_fit_records_every_member_as_interrupted(tmp_path, monkey
         record = read_metrics(tmp_path / f"member{n}")
         assert record["status"] == "interrupted"
         assert record["error"] == "interrupted at epoch 1"
+
+
+def test_member_bytes_counts_weights_data_and_activations(make_cfg):
+    small, wide = (member_bytes(make_cfg("model=mlp", f"model.width={w}")) for w in (16, 256))
+    wide_64 = member_bytes(make_cfg("model=mlp", "model.width=256", "trainer.precision=64-true"))
+    data = 1797 * 64 * 4 + 1797 * 8  # digits: float32 inputs and int64 labels, in three splits
+    assert data < small < wide < wide_64
+    assert member_bytes(make_cfg("model=mlp", "data.batch_size=0")) == 0  # the run will say why
+    assert memory_budget(make_cfg()) > 0

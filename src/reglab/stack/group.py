@@ -30,8 +30,12 @@ from reglab.records import read_record
 from reglab.run_folder import JobBusy, job_lock
 from reglab.stack.batches import StackedData
 from reglab.stack.member import MemberRun, finish, plain_trainer, prepare
+from reglab.stack.memory import member_bytes, memory_budget
 from reglab.stack.module import StackedModule
 from reglab.sweep import write_failure, write_status
+
+# The launcher's engine interface: run_group, stack_reason, member_bytes and memory_budget.
+__all__ = ["member_bytes", "memory_budget", "run_group", "run_members", "stack_reason"]
 
 if TYPE_CHECKING:
     from hydra.types import HydraContext, TaskFunction

@@ -113,7 +113,9 @@ def test_one_repository_lists_what_hydra_lists(monkeypatch):
     from hydra._internal.config_loader_impl import ConfigLoaderImpl
     from hydra.core.global_hydra import GlobalHydra
 
-    hydras_own = ConfigLoaderImpl.get_group_options
+    # An in-process help command earlier in this worker may have left the hook in place.
+    hydras_own = getattr(ConfigLoaderImpl.get_group_options, "__wrapped__", None)
+    hydras_own = hydras_own or ConfigLoaderImpl.get_group_options
     # The patch is for a help command's process; restore Hydra's method after this test.
     monkeypatch.setattr(ConfigLoaderImpl, "get_group_options", hydras_own)
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):

@@ -237,7 +237,7 @@ def test_a_diverging_member_fails_alone(tmp_path):
     assert objectives[1] == ok["objective"]
 
 
-@pytest.mark.parametrize("override", ["dropout=constant", "scheduler=cosine"])
+@pytest.mark.parametrize("override", ["dropout=mc", "scheduler=cosine"])
 def test_a_control_the_stacked_fit_does_not_apply_is_a_reason(make_cfg, override):
     assert override.split("=")[0] in stack_reason(make_cfg(override))
     assert stack_reason(make_cfg()) is None
@@ -277,3 +277,25 @@ def test_member_bytes_counts_weights_data_and_activations(make_cfg):
     assert data < small < wide < wide_64
     assert member_bytes(make_cfg("model=mlp", "data.batch_size=0")) == 0  # the run will say why
     assert memory_budget(make_cfg()) > 0
+
+
+def test_dropout_schedule_rates_per_member(tmp_path):
+    # dropout=zero: the schedule sets every dropout layer to 0 whatever model.dropout says, so
+    # the members equal their runs exactly; its dropout/p is in each member's history.
+    variants = [["seed=0"], ["seed=1"]]
+    common = ["dropout=zero", "model.dropout=0.5"]
+    for alone, member in stacked_and_sequential(tmp_path, common, variants):
+        assert_same_run(alone, member)
+        assert [row["dropout/p"] for row in member["history"]] == [0.0, 0.0]
+
+
+@pytest.mark.slow
+def test_members_at_other_constant_rates_keep_their_own(tmp_path):
+    # K rates on the stacked dropout layers: the member at rate 0 computes what its run computes.
+    variants = [["dropout.p=0.0"], ["dropout.p=0.5"]]
+    (alone, member), (_, dropping) = stacked_and_sequential(
+        tmp_path, ["dropout=constant"], variants
+    )
+    assert_same_run(alone, member)
+    assert dropping["status"] == "ok"
+    assert [row["dropout/p"] for row in dropping["history"]] == [0.5, 0.5]

@@ -82,7 +82,10 @@ def train_together(
 def fit(runs: Sequence[MemberRun]) -> tuple[Any, StackedModule]:
     """Fit the members of `runs` as one StackedModule, on a Trainer of the first one's `trainer`."""
     module = StackedModule(
-        [run.model for run in runs], [run.penalty for run in runs], [run.course for run in runs]
+        [run.model for run in runs],
+        [run.penalty for run in runs],
+        [run.course for run in runs],
+        [run.controls.get("dropout") for run in runs],  # type: ignore[misc]
     )
     trainer = plain_trainer(runs[0].cfg)
     try:
@@ -194,13 +197,16 @@ def _as_job(config: DictConfig) -> Iterator[None]:
 
 def stack_reason(cfg: DictConfig) -> str | None:
     """Why the engine cannot train `cfg`'s group stacked (asked of its first member), or None."""
-    for group in UNSTACKED_CONTROLS:
+    for group in ("dropout", *UNSTACKED_CONTROLS):
         node = cfg.get(group)
-        if node and "_target_" in node:
-            target = str(node.get("_target_", "")).rpartition(".")[2] or "a callback"
+        if not node or "_target_" not in node:
+            continue
+        target = str(node.get("_target_")).rpartition(".")[2]
+        if group != "dropout" or target != "DropoutSchedule":
             return f"{group} ({target}) is not applied by the stacked fit yet"
     return None
 
 
-# Control groups the stacked fit does not apply yet (a dropout schedule sets rates at run time).
-UNSTACKED_CONTROLS = ("dropout", "scheduler", "constraint", "batchnorm", "augmentation")
+# Control groups the stacked fit does not apply yet (`regularization`, `early_stopping` and a
+# `dropout` schedule it applies per member).
+UNSTACKED_CONTROLS = ("scheduler", "constraint", "batchnorm", "augmentation")

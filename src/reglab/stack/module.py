@@ -9,7 +9,9 @@ step), its lr and weight decay (`MemberOptimizer`), `trainer.gradient_clip_val` 
 its train / val metrics computed with its own metric objects on its slice at each epoch's end.
 Each member's course (history, early stopping, best state, divergence) is a `MemberCourse`; a
 member that stops or fails is frozen (optimizer mask, BatchNorm statistics restored after each
-step) and the Trainer stops once every member has. The `scheduler` group is not stacked here.
+step) and the Trainer stops once every member has. A `dropout` schedule sets each member's rate
+at each epoch's start (one rate, or K rates on the stacked dropout layers). The `scheduler`
+group is not stacked here.
 """
 
 from __future__ import annotations
@@ -21,9 +23,10 @@ import lightning as L
 import torch
 from typing_extensions import override
 
-from reglab.callbacks import WeightPenalty
+from reglab.callbacks import DropoutSchedule, WeightPenalty
 from reglab.callbacks.history import FIRST_EPOCH
 from reglab.module import RegLabModule
+from reglab.nn.modes import set_dropout_p
 from reglab.stack.net import stack_nets
 from reglab.stack.optim import MemberOptimizer, clip_grad_norm_, clip_grad_value_
 from reglab.stack.penalty import MemberPenalty
@@ -41,6 +44,7 @@ class StackedModule(L.LightningModule):
         members: Sequence[RegLabModule],
         penalties: Sequence[WeightPenalty],
         courses: Sequence[MemberCourse],
+        dropout: Sequence[DropoutSchedule | None] = (),
     ) -> None:
         super().__init__()
         self.net = stack_nets([member.net for member in members])
@@ -48,6 +52,9 @@ class StackedModule(L.LightningModule):
         self.members = list(members)
         self.penalties = list(penalties)
         self.courses = list(courses)
+        # The members' dropout schedules (the `dropout` group): all or none of the members have one.
+        self.schedules = [schedule for schedule in dropout if schedule is not None]
+        self._epoch_logged: list[dict[str, float]] = [{} for _ in self.members]
         self.frozen: dict[int, dict[str, torch.Tensor]] = {}  # stopped members' buffers
         self.buffer_names = [name for name, _ in self.net.named_buffers()]
         self.member_optimizer: MemberOptimizer | None = None
@@ -97,6 +104,11 @@ class StackedModule(L.LightningModule):
     def on_train_epoch_start(self) -> None:
         assert self.penalty is not None
         self.penalty.set_epoch(self.current_epoch)
+        if self.schedules:  # each member's rate of this epoch, as its DropoutSchedule sets it
+            rates = [schedule.p_at(self.current_epoch) for schedule in self.schedules]
+            same = all(rate == rates[0] for rate in rates)
+            set_dropout_p(self.net, rates[0] if same else tuple(rates), self.schedules[0].kinds)  # type: ignore[arg-type]
+            self._epoch_logged = [{"dropout/p": rate} for rate in rates]
 
     @override
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
@@ -155,7 +167,10 @@ class StackedModule(L.LightningModule):
             data_loss = float(sum(loss_sum for _, _, loss_sum in pending[k]) / samples)
             stats["reg/data_loss"] = data_loss
             stats["reg/objective"] = data_loss + stats["reg/penalty"]
-            course.record(epoch, {**stats, **self._epoch_values(k, "train", pending[k])})
+            course.record(
+                epoch,
+                {**self._epoch_logged[k], **stats, **self._epoch_values(k, "train", pending[k])},
+            )
             course.steps.append(self.trainer.global_step)
             course.check_divergence(epoch)
             if course.active and course.improved(epoch):

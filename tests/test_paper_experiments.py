@@ -122,3 +122,23 @@ def test_paper_experiment_at_full_size(tmp_path, capsys, experiment):
     """The nets at the papers' sizes (3 x 1024 MLP, PreAct ResNet-18, WRN-28-10), a batch of 8."""
     _, printed = run_and_report(experiment, tmp_path, capsys, ["data.batch_size=8"])
     assert printed.count(" % (n = 1) | ") == 2
+
+
+@pytest.mark.parametrize(
+    ("milestones", "key"),
+    [
+        (5, "milestones"),
+        (["a"], "milestones[0]"),
+        ([0, 10], "milestones[0]"),
+        ([150, 100], "milestones"),
+    ],
+)
+def test_a_bad_milestone_is_one_error_naming_it(milestones, key):
+    from reglab.errors import ConfigError
+    from reglab.optim import check_scheduler
+
+    config = {"_target_": "torch.optim.lr_scheduler.MultiStepLR", "milestones": milestones}
+    with pytest.raises(ConfigError) as refused:
+        check_scheduler(config)
+    assert str(refused.value).startswith(key + ":"), str(refused.value)
+    check_scheduler({**config, "milestones": [100, 150]})  # the mixup paper's: accepted

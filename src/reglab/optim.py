@@ -55,6 +55,18 @@ def check_scheduler(config: dict) -> None:
         checks.number("factor", config["factor"], 0.0, 1.0, low_open=True, high_open=True)
     if "mode" in config and "ReduceLROnPlateau" in str(config["_target_"]):
         checks.choice("mode", config["mode"], PLATEAU_MODES)
+    if "milestones" in config:  # MultiStepLR: torch takes any iterable and never reaches `[a]`
+        check_milestones(config["milestones"])
+
+
+def check_milestones(milestones: Any) -> None:
+    """A list of epochs (or steps, interval step) >= 1, each later than the one before."""
+    if not isinstance(milestones, list | tuple):
+        raise ConfigError("milestones", f"must be a list of epochs ([100,150]), got {milestones!r}")
+    for index, epoch in enumerate(milestones):
+        checks.integer(f"milestones[{index}]", epoch, minimum=1)
+        if index and epoch <= milestones[index - 1]:
+            raise ConfigError("milestones", f"must increase, got {list(milestones)}")
 
 
 def _check_values(config: dict, group: str) -> None:

@@ -75,6 +75,7 @@ def assert_same_run(alone: dict, member: dict) -> None:
     # The optimizer's state at the best epoch, in the layout of the run's own optimizer.
     (our_optimizer,), (their_optimizer,) = ours["optimizer_states"], theirs["optimizer_states"]
     assert our_optimizer["param_groups"] == their_optimizer["param_groups"]
+    assert ours["lr_schedulers"] == theirs["lr_schedulers"]
     for index, state in their_optimizer["state"].items():
         for key, value in state.items():
             assert torch.allclose(our_optimizer["state"][index][key], value, rtol=0, atol=TOL)
@@ -146,6 +147,17 @@ def test_mixed_group_equals_its_runs(tmp_path):
             "regularization.l1_ratio=0.2",
         ],
     ]
+    for alone, member in stacked_and_sequential(tmp_path, common, variants):
+        assert_same_run(alone, member)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("scheduler", ["step", "plateau"])
+def test_scheduled_lr_group_equals_its_runs(tmp_path, scheduler):
+    # Each member's own schedule; plateau on the member's own val/loss (patience 0: it acts).
+    common = [f"scheduler={scheduler}", "trainer.max_epochs=4"]
+    common += ["scheduler.step_size=1"] if scheduler == "step" else ["scheduler.patience=0"]
+    variants = [["optimizer.lr=3e-2"], ["optimizer.lr=1e-1"]]
     for alone, member in stacked_and_sequential(tmp_path, common, variants):
         assert_same_run(alone, member)
 
@@ -237,7 +249,7 @@ def test_a_diverging_member_fails_alone(tmp_path):
     assert objectives[1] == ok["objective"]
 
 
-@pytest.mark.parametrize("override", ["dropout=mc", "scheduler=cosine"])
+@pytest.mark.parametrize("override", ["dropout=mc", "constraint=max_norm"])
 def test_a_control_the_stacked_fit_does_not_apply_is_a_reason(make_cfg, override):
     assert override.split("=")[0] in stack_reason(make_cfg(override))
     assert stack_reason(make_cfg()) is None

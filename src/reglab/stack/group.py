@@ -209,4 +209,4 @@ def stack_reason(cfg: DictConfig) -> str | None:
 
 # Control groups the stacked fit does not apply yet (`regularization`, `early_stopping` and a
 # `dropout` schedule it applies per member).
-UNSTACKED_CONTROLS = ("scheduler", "constraint", "batchnorm", "augmentation")
+UNSTACKED_CONTROLS = ("constraint", "batchnorm", "augmentation")

@@ -164,7 +164,9 @@ def write_checkpoint(run: MemberRun, trainer: L.Trainer) -> str:
     trainer.save_checkpoint(path, weights_only=True)
     saved = torch.load(path, map_location="cpu", weights_only=False)
     saved["epoch"], saved["global_step"] = epoch, run.course.best_step
-    if run.course.best_optimizer is not None:  # as its run's checkpoint holds it (no scheduler)
-        saved["optimizer_states"], saved["lr_schedulers"] = [run.course.best_optimizer], []
+    if run.course.best_optimizer is not None:  # as its run's checkpoint holds them
+        saved["optimizer_states"] = [run.course.best_optimizer]
+        scheduler = run.course.best_scheduler
+        saved["lr_schedulers"] = [scheduler] if scheduler is not None else []
     torch.save(saved, path)
     return str(path)

@@ -10,17 +10,19 @@ its train / val metrics computed with its own metric objects on its slice at eac
 Each member's course (history, early stopping, best state, divergence) is a `MemberCourse`; a
 member that stops or fails is frozen (optimizer mask, BatchNorm statistics restored after each
 step) and the Trainer stops once every member has. A `dropout` schedule sets each member's rate
-at each epoch's start (one rate, or K rates on the stacked dropout layers). The `scheduler`
-group is not stacked here.
+at each epoch's start (one rate, or K rates on the stacked dropout layers); the `scheduler` group
+is each member's own (`MemberSchedules`; a plateau schedule follows the member's own metric).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
 import lightning as L
 import torch
+from torch.optim.lr_scheduler import ReduceLROnPlateau
 from typing_extensions import override
 
 from reglab.callbacks import DropoutSchedule, WeightPenalty
@@ -28,11 +30,18 @@ from reglab.callbacks.history import FIRST_EPOCH
 from reglab.module import RegLabModule
 from reglab.nn.modes import set_dropout_p
 from reglab.stack.net import stack_nets
-from reglab.stack.optim import MemberOptimizer, clip_grad_norm_, clip_grad_value_
+from reglab.stack.optim import (
+    MemberOptimizer,
+    MemberSchedules,
+    clip_grad_norm_,
+    clip_grad_value_,
+)
 from reglab.stack.penalty import MemberPenalty
 from reglab.stack.tracking import MemberCourse
 from reglab.tasks import LOSS, TASKS
 
+# What a plateau schedule's config names as its monitor (a placeholder logged after validation).
+PLATEAU_KEY = "stack/plateau"
 Pending = list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
 
 
@@ -58,6 +67,7 @@ class StackedModule(L.LightningModule):
         self.frozen: dict[int, dict[str, torch.Tensor]] = {}  # stopped members' buffers
         self.buffer_names = [name for name, _ in self.net.named_buffers()]
         self.member_optimizer: MemberOptimizer | None = None
+        self.schedules_of_members: MemberScheduleStates | None = None
         self.penalty: MemberPenalty | None = None
         self._pending: dict[str, list[Pending]] = {"train": [], "val": []}
         self._reset_pending()
@@ -145,6 +155,8 @@ class StackedModule(L.LightningModule):
     def on_validation_epoch_end(self) -> None:
         pending = self._pending["val"]
         self._reset_pending("val")
+        if self.schedules_of_members is not None and self.schedules_of_members.plateau:
+            self.log(PLATEAU_KEY, float(self.current_epoch), logger=False)
         if self.trainer.sanity_checking:
             return
         epoch = self.current_epoch + FIRST_EPOCH
@@ -176,6 +188,10 @@ class StackedModule(L.LightningModule):
             if course.active and course.improved(epoch):
                 course.best_state = self.net.member_state_dict(k)
                 course.best_optimizer = self.member_optimizer.member_state_dict(k)
+                if self.schedules_of_members is not None:  # its scheduler, as its run keeps it
+                    course.best_optimizer, course.best_scheduler = self.schedules_of_members.member(
+                        k, course.best_optimizer
+                    )
                 course.best_step = self.trainer.global_step
             course.check_stopping(epoch)
             if not course.active:
@@ -230,4 +246,46 @@ class StackedModule(L.LightningModule):
         self.penalty = MemberPenalty(named, self.penalties)
         penalty = self.penalty
         optimizer.register_step_post_hook(lambda opt, args, kwargs: penalty.proximal_step(opt))
-        return optimizer
+        scheduler = self.members[0].hparams.scheduler
+        if not scheduler:
+            return optimizer
+        schedules = MemberSchedules(optimizer, dict(scheduler))
+        self.schedules_of_members = MemberScheduleStates(schedules)
+        config = {"scheduler": schedules, "interval": scheduler.get("interval", "epoch")}
+        if isinstance(schedules.schedulers[0], ReduceLROnPlateau):
+            # Stepped when Lightning steps a plateau schedule (after validation), on a value
+            # Lightning finds logged (PLATEAU_KEY); each member's own metric is passed instead.
+            config |= {"reduce_on_plateau": True, "monitor": PLATEAU_KEY}
+        return {"optimizer": optimizer, "lr_scheduler": config}
+
+    @override
+    def lr_scheduler_step(self, scheduler: Any, metric: Any) -> None:
+        """Each active member's scheduler; a plateau schedule on the member's own monitored value."""
+        if not isinstance(scheduler.schedulers[0], ReduceLROnPlateau):
+            scheduler.step()
+            return
+        epoch = self.current_epoch + FIRST_EPOCH
+        scheduler.step([_latest(course, epoch) for course in self.courses])
+
+
+def _latest(course: MemberCourse, epoch: int) -> float:
+    """The member's monitored value of `epoch` (NaN when it has none: it no longer trains)."""
+    row = course.epochs[-1] if course.epochs and course.epochs[-1]["epoch"] == epoch else {}
+    return row.get(course.monitor, math.nan)
+
+
+class MemberScheduleStates:
+    """Member k's scheduler state and its optimizer groups' `initial_lr`, as its run's
+    checkpoint holds them (MemberOptimizer.member_state_dict leaves `initial_lr` out)."""
+
+    def __init__(self, schedules: MemberSchedules) -> None:
+        self.schedules = schedules
+        self.plateau = isinstance(schedules.schedulers[0], ReduceLROnPlateau)
+
+    def member(self, k: int, optimizer_state: dict[str, Any]) -> tuple[dict, dict]:
+        """(member k's optimizer state with `initial_lr`, its scheduler's state_dict)."""
+        initial = self.schedules.stand_ins[k].param_groups[0].get("initial_lr")
+        if initial is not None:
+            for group in optimizer_state["param_groups"]:
+                group["initial_lr"] = initial
+        return optimizer_state, self.schedules.schedulers[k].state_dict()

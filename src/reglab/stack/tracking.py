@@ -38,6 +38,7 @@ class MemberCourse:
         self.best_epoch: int | None = None
         self.best_state: dict[str, torch.Tensor] | None = None
         self.best_optimizer: dict[str, Any] | None = None  # its optimizer's, in its run's layout
+        self.best_scheduler: dict[str, Any] | None = None  # its scheduler's, with a scheduler
         self.best_step = 0
         self.steps: list[int] = []  # the global step at each epoch's end (TensorBoard's x-axis)
         self.final_state: dict[str, torch.Tensor] | None = None  # kept when it stops

@@ -291,6 +291,7 @@ def test_member_bytes_counts_weights_data_and_activations(make_cfg):
     assert memory_budget(make_cfg()) > 0
 
 
+@pytest.mark.slow
 def test_dropout_schedule_rates_per_member(tmp_path):
     # dropout=zero: the schedule sets every dropout layer to 0 whatever model.dropout says, so
     # the members equal their runs exactly; its dropout/p is in each member's history.

@@ -149,7 +149,10 @@ UNSUPPORTED = [
     (("dropout=mc",), "dropout=mc is not vectorized"),
     (("dropout=schedule",), "dropout=schedule is not vectorized (dropout.schedule=linear)"),
     (("constraint=max_norm",), "constraint=max_norm is not vectorized"),
-    (("scheduler=cosine",), "scheduler=cosine is not vectorized"),
+    (
+        ("scheduler=step", "scheduler._target_=torch.optim.lr_scheduler.OneCycleLR"),
+        "scheduler=step is not vectorized",
+    ),
     (("callbacks=none",), "callbacks=none is not vectorized"),
     (("callbacks=[model_checkpoint]",), "callbacks=[model_checkpoint] is not vectorized"),
     (("logger=csv",), "logger=csv is not vectorized"),
@@ -203,6 +206,7 @@ def test_supported_options_of_every_control_form_groups():
         ("trainer.precision=64-true",),
         ("logger=none",),
         ("trainer=cpu",),
+        *((f"scheduler={name}",) for name in ("step", "multistep", "cosine", "plateau")),
     ]:
         result = plan((*overrides, "seed=0"), (*overrides, "seed=1"))
         assert result.groups == ((0, 1),), overrides

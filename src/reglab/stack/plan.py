@@ -10,8 +10,9 @@ name). Every other job runs alone, as the basic launcher runs it, with one reaso
 - a part of its config that has no stacked form: a run-wide setting (RUN_CHECKS: an Optuna search,
   a resumed run, more than one device, a precision other than 32 or 64 bit) or a config group's
   option (OPTION_CHECKS: regularization none/l1/l2/elastic_net, dropout none or the `constant`
-  schedule (fixed rates: constant, zero), batchnorm/augmentation/scheduler none, any EarlyStopping,
-  callbacks default, logger tensorboard/none, debug none, optimizer Adam/AdamW/SGD). A group the
+  schedule (fixed rates: constant, zero), batchnorm/augmentation none, the shipped schedulers,
+  any EarlyStopping, callbacks default, logger tensorboard/none, debug none, optimizer
+  Adam/AdamW/SGD). A group the
   table does not name (a new control such as `constraint`) stacks only while its option builds
   nothing (no `_target_`); data, model, trainer, paths and experiment are judged by their keys.
 - a reason of the engine (`engine_reason(cfg)`, e.g. a layer without a stacked form), asked of
@@ -312,6 +313,9 @@ def named(*options: str) -> OptionCheck:
     return check
 
 
+# The schedulers of conf/scheduler/, run once per member on that member's lr.
+SCHEDULERS_PER_MEMBER = ("StepLR", "MultiStepLR", "CosineAnnealingLR", "ReduceLROnPlateau")
+
 # The config groups whose options the stacked engine supports (the first reason found is the
 # job's); a group not named here stacks only while its option builds nothing.
 OPTION_CHECKS: dict[str, OptionCheck] = {
@@ -321,7 +325,10 @@ OPTION_CHECKS: dict[str, OptionCheck] = {
     "augmentation": builds_nothing,
     "early_stopping": built_by(*EARLY_STOPPING_TARGETS),
     "callbacks": named("default"),
-    "scheduler": builds_nothing,
+    # Each member's own torch scheduler (reglab.stack.optim.MemberSchedules), stepped as its run's.
+    "scheduler": built_by(
+        *(f"torch.optim.lr_scheduler.{name}" for name in SCHEDULERS_PER_MEMBER),
+    ),
     "logger": named("tensorboard", "none"),
     "debug": named("none"),
     "optimizer": built_by("torch.optim.Adam", "torch.optim.AdamW", "torch.optim.SGD"),

@@ -107,26 +107,8 @@ def run_one(
     one_of_many = one_of_many or in_multirun()
     log.set_one_of_many(one_of_many)
     log.route_library_logs()
-    lightning_speedups.apply()
-    import_plugins(cfg.get("plugins") or [])  # also for runs not started by train.py
-    validate(cfg)
-    L.seed_everything(cfg.seed, workers=True, verbose=False)
-    output_dir, keep = Path(cfg.paths.output_dir), cfg.get("keep_outputs", True)
-    resume = resume_checkpoint(cfg)
-    if keep:  # a run that keeps nothing leaves earlier results be
-        clear_previous_attempt(output_dir, resume)
-
-    datamodule, model = build_data_and_model(cfg)
-    if resume:  # a damaged file or another model's: one line now, not a traceback in fit
-        check_resume(resume, model)
-    if keep:
-        check_writable(output_dir, checkpoint_bytes(model))
-    write_config_tree(cfg, output_dir)
-    controls = build_controls(cfg, model)
-    if "regularization" not in controls:  # no penalty: the same reg/ curves at strength 0
-        controls["regularization"] = WeightPenalty.baseline()
-    if cfg.get("optimized_metric") is not None:  # known now, not after training
-        check_optimized_metric(cfg.optimized_metric, model, list(controls.values()))
+    keep, resume = cfg.get("keep_outputs", True), resume_checkpoint(cfg)
+    datamodule, model, controls = build_run(cfg, resume, keep)
     if "augmentation" in controls:  # the data module applies it to training batches
         datamodule.train_batch_transform = controls["augmentation"]
     history = EpochHistory()
@@ -149,6 +131,33 @@ def run_one(
     else:  # its outputs are removed as it returns (_removing_what_it_wrote)
         report_unkept(cfg, summary)
     return summary["objective"]
+
+
+def build_run(
+    cfg: DictConfig, resume: str | None = None, keep: bool = True
+) -> tuple[L.LightningDataModule, RegLabModule, dict[str, L.Callback]]:
+    """What a run builds before its trainer, in the order that fixes its initialization and data
+    (a stacked member of a vectorized study builds through here too): plugins, checks, seed,
+    the folder cleared of an earlier attempt, data and model, config_tree.txt, controls."""
+    lightning_speedups.apply()
+    import_plugins(cfg.get("plugins") or [])  # also for runs not started by train.py
+    validate(cfg)
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    output_dir = Path(cfg.paths.output_dir)
+    if keep:  # a run that keeps nothing leaves earlier results be
+        clear_previous_attempt(output_dir, resume)
+    datamodule, model = build_data_and_model(cfg)
+    if resume:  # a damaged file or another model's: one line now, not a traceback in fit
+        check_resume(resume, model)
+    if keep:
+        check_writable(output_dir, checkpoint_bytes(model))
+    write_config_tree(cfg, output_dir)
+    controls = build_controls(cfg, model)
+    if "regularization" not in controls:  # no penalty: the same reg/ curves at strength 0
+        controls["regularization"] = WeightPenalty.baseline()
+    if cfg.get("optimized_metric") is not None:  # known now, not after training
+        check_optimized_metric(cfg.optimized_metric, model, list(controls.values()))
+    return datamodule, model, controls
 
 
 def fit_and_test(

@@ -1,6 +1,6 @@
 """One member of a vectorized study as a full run: built like its sequential run, finished like it.
 
-`prepare(cfg)` does what `reglab.run.run_one` does before fitting, in the same order (validate,
+`prepare(cfg)` builds through `reglab.run.build_run`, as `run_one` does before fitting (validate,
 seed_everything, clear the job folder, build data and model, config_tree.txt, controls, the
 header lines), so member k's initialization and data are its sequential run's. `finish` does what
 `run_one` does after fitting, for the member's course through the stacked fit: its best state
@@ -25,23 +25,17 @@ import lightning as L
 import torch
 from omegaconf import DictConfig
 
-from reglab import lightning_speedups, log
+from reglab import log
 from reglab.build import (
-    build_controls,
-    build_data_and_model,
-    check_optimized_metric,
     instantiate,
     instantiate_all,
 )
 from reglab.callbacks import EpochHistory, WeightPenalty
-from reglab.config import validate
 from reglab.module import RegLabModule
-from reglab.plugins import import_plugins
-from reglab.run import checkpoint_bytes
-from reglab.run_folder import check_writable, clear_previous_attempt
+from reglab.run import build_run
 from reglab.stack.tracking import MemberCourse
 from reglab.stopping import stopping_reason
-from reglab.summary import header, noisy_input_metrics, summarize, write_config_tree, write_outputs
+from reglab.summary import header, noisy_input_metrics, summarize, write_outputs
 from reglab.sweep import in_multirun
 
 
@@ -67,20 +61,7 @@ def prepare(cfg: DictConfig) -> MemberRun:
     started = time.perf_counter()
     log.set_one_of_many(in_multirun())
     log.route_library_logs()
-    lightning_speedups.apply()
-    import_plugins(cfg.get("plugins") or [])
-    validate(cfg)
-    L.seed_everything(cfg.seed, workers=True, verbose=False)
-    output_dir = Path(cfg.paths.output_dir)
-    clear_previous_attempt(output_dir, None)
-    datamodule, model = build_data_and_model(cfg)
-    check_writable(output_dir, checkpoint_bytes(model))
-    write_config_tree(cfg, output_dir)
-    controls = build_controls(cfg, model)
-    if "regularization" not in controls:
-        controls["regularization"] = WeightPenalty.baseline()
-    if cfg.get("optimized_metric") is not None:
-        check_optimized_metric(cfg.optimized_metric, model, list(controls.values()))
+    datamodule, model, controls = build_run(cfg)
     for line in header(cfg, model, datamodule):
         log.run_info(line)
     stopper = controls.get("early_stopping")
